@@ -1,0 +1,204 @@
+"""The one place that knows Keras 3 (``keras``) from Keras 2 (``tf_keras``).
+
+TensorFlow 2.21 ships Keras 3 as ``tf.keras``; TensorFlow Model Optimization
+(TFMOT) only accepts Keras 2 models, which live in the separate ``tf_keras``
+package. Users have models of both flavours, so everything in keras_distill
+that needs to know which one it holds asks this module.
+
+``tf_keras`` is never imported here unless the user already imported it (a
+``tf_keras`` model cannot exist otherwise) or explicitly asks for that flavour,
+so importing keras_distill does not load Keras 2 or TFMOT.
+"""
+
+import sys
+
+KERAS3 = "keras"
+TF_KERAS = "tf_keras"
+FLAVOURS = (KERAS3, TF_KERAS)
+
+
+def keras_module(flavour):
+    """Returns the Keras package of a flavour.
+
+    Args:
+        flavour: ``"keras"`` (Keras 3) or ``"tf_keras"`` (Keras 2).
+
+    Returns:
+        The imported package, ``keras`` or ``tf_keras``.
+
+    Example:
+    >>> keras_module("keras").__name__
+    'keras'
+    """
+    if flavour == KERAS3:
+        import keras
+
+        return keras
+    if flavour == TF_KERAS:
+        import tf_keras
+
+        return tf_keras
+    raise ValueError(
+        f"Unknown Keras flavour {flavour!r}: expected one of {FLAVOURS}."
+    )
+
+
+def flavour_of(obj):
+    """Tells which Keras flavour a model or layer belongs to.
+
+    Args:
+        obj: Any object.
+
+    Returns:
+        ``"keras"`` for a Keras 3 layer/model, ``"tf_keras"`` for a Keras 2
+        (``tf_keras``) one, ``None`` for anything else.
+
+    Example:
+    >>> import keras
+    >>> flavour_of(keras.Sequential([keras.layers.Dense(2)]))
+    'keras'
+    >>> flavour_of("not a model") is None
+    True
+    """
+    import keras
+
+    if isinstance(obj, keras.layers.Layer):
+        return KERAS3
+    tf_keras = sys.modules.get("tf_keras")
+    if tf_keras is not None and isinstance(obj, tf_keras.layers.Layer):
+        return TF_KERAS
+    return None
+
+
+def model_flavour(model, argument):
+    """Returns the flavour of a Keras model or raises a clear ``TypeError``.
+
+    Args:
+        model: The object that should be a Keras model.
+        argument: The name of the user's argument, for the error message.
+
+    Returns:
+        ``"keras"`` or ``"tf_keras"``.
+
+    Example:
+    >>> import keras
+    >>> model_flavour(keras.Sequential([keras.layers.Dense(2)]), "student")
+    'keras'
+    """
+    flavour = flavour_of(model)
+    if flavour == KERAS3:
+        import keras
+
+        ok = isinstance(model, keras.Model)
+    elif flavour == TF_KERAS:
+        ok = isinstance(model, sys.modules["tf_keras"].Model)
+    else:
+        ok = False
+    if not ok:
+        raise TypeError(
+            f"`{argument}` must be a Keras model (a `keras.Model` or a "
+            f"`tf_keras.Model`), got {type(model).__module__}."
+            f"{type(model).__qualname__}. Wrap layers or functions in a "
+            "model first, e.g. `keras.Sequential([...])`."
+        )
+    return flavour
+
+
+def output_layer(model):
+    """Returns the layer producing a model's (single) output, or ``None``.
+
+    Works for Sequential and Functional models of both flavours; subclassed
+    models have no static graph, so ``None`` is returned for them.
+
+    Args:
+        model: A Keras model of either flavour.
+
+    Returns:
+        The last layer, or ``None`` when it cannot be known without calling
+        the model.
+
+    Example:
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> output_layer(m).__class__.__name__
+    'Dense'
+    """
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        outputs = None
+    if outputs and len(outputs) == 1:
+        history = getattr(outputs[0], "_keras_history", None)
+        if history is not None:
+            # Keras 3 names it `operation`, tf_keras `layer`.
+            layer = getattr(history, "operation", None)
+            if layer is None:
+                layer = getattr(history, "layer", None)
+            if layer is not None:
+                return layer
+    layers = getattr(model, "layers", None)
+    if type(model).__name__ == "Sequential" and layers:
+        return layers[-1]
+    return None
+
+
+def ends_in_softmax(model):
+    """Tells whether a model's last layer applies a softmax.
+
+    Detected: a ``Softmax`` layer, an ``Activation("softmax")`` layer, or any
+    layer (``Dense``, ``Conv2D``, ...) built with ``activation="softmax"``, in
+    either Keras flavour. Nested models are followed into their last layer.
+
+    Args:
+        model: A Keras model of either flavour.
+
+    Returns:
+        ``True``, ``False``, or ``None`` when the model is subclassed and its
+        last operation cannot be seen.
+
+    Example:
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((3,)),
+    ...                       keras.layers.Dense(2, activation="softmax")])
+    >>> ends_in_softmax(m)
+    True
+    """
+    layer = output_layer(model)
+    if layer is None:
+        return None
+    if flavour_of(layer) is not None and hasattr(layer, "layers") and (
+        layer is not model
+    ):
+        return ends_in_softmax(layer)
+    if type(layer).__name__ == "Softmax":
+        return True
+    activation = getattr(layer, "activation", None)
+    name = getattr(activation, "__name__", None)
+    if name is None and isinstance(activation, str):
+        name = activation
+    return name == "softmax"
+
+
+def single_output_shape(model):
+    """Returns the static shape of a model's single output, or ``None``.
+
+    Args:
+        model: A Keras model of either flavour.
+
+    Returns:
+        A tuple (``None`` for unknown dimensions), or ``None`` when the model
+        is not built with a known output.
+
+    Example:
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> single_output_shape(m)
+    (None, 2)
+    """
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if not outputs or len(outputs) != 1:
+        return None
+    return tuple(outputs[0].shape)

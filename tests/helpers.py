@@ -1,0 +1,63 @@
+"""Small models and data shared by the tests (both Keras flavours)."""
+
+import numpy as np
+
+
+def keras_module(flavour):
+    if flavour == "keras":
+        import keras
+
+        return keras
+    import tf_keras
+
+    return tf_keras
+
+
+def mlp(flavour, units=(16,), classes=3, features=8, softmax=False, seed=0,
+        regularizer=None, batchnorm=False):
+    """A Sequential MLP of the given flavour, built with fixed weights."""
+    k = keras_module(flavour)
+    layers = []
+    first = True
+    for i, u in enumerate(units):
+        kwargs = {"input_shape": (features,)} if (first and flavour != "keras") else {}
+        layers.append(k.layers.Dense(
+            u, activation="relu", kernel_regularizer=regularizer,
+            kernel_initializer=k.initializers.GlorotUniform(seed + i), **kwargs))
+        first = False
+        if batchnorm:
+            layers.append(k.layers.BatchNormalization())
+    kwargs = {"input_shape": (features,)} if (first and flavour != "keras") else {}
+    layers.append(k.layers.Dense(
+        classes, activation="softmax" if softmax else None,
+        kernel_initializer=k.initializers.GlorotUniform(seed + 99), **kwargs))
+    if flavour == "keras":
+        layers.insert(0, k.Input((features,)))
+    return k.Sequential(layers)
+
+
+def data(n=64, features=8, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features)).astype("float32")
+    y = rng.integers(0, classes, size=n)
+    return x, y
+
+
+def log_softmax(z):
+    z = np.asarray(z, dtype=np.float64)
+    m = z.max(axis=-1, keepdims=True)
+    return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+
+
+def np_distill_loss(t_logits, s_logits, y, alpha, temperature, weights=None):
+    """numpy reference of the Distiller's total loss on one batch."""
+    n = len(y)
+    w = np.ones(n) if weights is None else np.asarray(weights, np.float64)
+    log_q = log_softmax(s_logits)
+    ce = -log_q[np.arange(n), y]
+    log_pt = log_softmax(np.asarray(t_logits) / temperature)
+    log_qt = log_softmax(np.asarray(s_logits) / temperature)
+    kl = (np.exp(log_pt) * (log_pt - log_qt)).sum(-1) * temperature**2
+    student = (w * ce).sum() / n
+    distill = (w * kl).sum() / n
+    return alpha * student + (1 - alpha) * distill, student, distill

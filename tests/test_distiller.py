@@ -1,0 +1,448 @@
+"""The Distiller: keras.io semantics, correctness, both Keras flavours."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_distill import Distiller
+from helpers import data, keras_module, mlp, np_distill_loss
+
+FLAVOURS = ["keras", "tf_keras"]
+
+
+def compile_like_keras_io(distiller, k, **overrides):
+    kwargs = dict(
+        optimizer=k.optimizers.Adam(),
+        metrics=[k.metrics.SparseCategoricalAccuracy()],
+        student_loss_fn=k.losses.SparseCategoricalCrossentropy(from_logits=True),
+        distillation_loss_fn=k.losses.KLDivergence(),
+        alpha=0.1,
+        temperature=10,
+    )
+    kwargs.update(overrides)
+    distiller.compile(**kwargs)
+
+
+def one_batch_logs(distiller, x, y, sample_weight=None):
+    """Loss logs of one full-batch step with a learning rate of 0."""
+    history = distiller.fit(x, y, sample_weight=sample_weight, batch_size=len(x),
+                            epochs=1, verbose=0, shuffle=False)
+    return {k: v[0] for k, v in history.history.items()}
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_keras_io_usage_verbatim(flavour):
+    keras = keras_module(flavour)
+    x_train, y_train = data(256)
+    x_test, y_test = data(64, seed=1)
+    teacher, student = mlp(flavour, (32,)), mlp(flavour, (4,), seed=5)
+    distiller = Distiller(student=student, teacher=teacher)
+    distiller.compile(
+        optimizer=keras.optimizers.Adam(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy()],
+        student_loss_fn=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        distillation_loss_fn=keras.losses.KLDivergence(),
+        alpha=0.1,
+        temperature=10,
+    )
+    history = distiller.fit(x_train, y_train, epochs=3, verbose=0)
+    results = distiller.evaluate(x_test, y_test, verbose=0, return_dict=True)
+    assert isinstance(distiller, keras.Model)
+    assert {"loss", "student_loss", "distillation_loss",
+            "sparse_categorical_accuracy"} <= set(history.history)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert set(results) == {"loss", "student_loss", "sparse_categorical_accuracy"}
+    np.testing.assert_allclose(distiller.predict(x_test, verbose=0),
+                               student.predict(x_test, verbose=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("kl", ["instance", "kl_divergence", "kld"])
+def test_total_loss_matches_numpy(flavour, kl):
+    k = keras_module(flavour)
+    x, y = data(32)
+    teacher, student = mlp(flavour, (16,)), mlp(flavour, (4,), seed=3)
+    t_logits = teacher.predict(x, verbose=0)
+    s_logits = student.predict(x, verbose=0)
+    distiller = Distiller(student=student, teacher=teacher)
+    compile_like_keras_io(
+        distiller, k, optimizer=k.optimizers.SGD(learning_rate=0.0), alpha=0.3,
+        temperature=4.0,
+        distillation_loss_fn=k.losses.KLDivergence() if kl == "instance" else kl)
+    logs = one_batch_logs(distiller, x, y)
+    total, student_loss, distill = np_distill_loss(t_logits, s_logits, y, 0.3, 4.0)
+    np.testing.assert_allclose(logs["loss"], total, rtol=1e-5)
+    np.testing.assert_allclose(logs["student_loss"], student_loss, rtol=1e-5)
+    np.testing.assert_allclose(logs["distillation_loss"], distill, rtol=1e-5)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_other_distillation_losses_get_softened_probabilities(flavour):
+    k = keras_module(flavour)
+    x, y = data(16)
+    teacher, student = mlp(flavour), mlp(flavour, (4,), seed=2)
+    t = teacher.predict(x, verbose=0)
+    s = student.predict(x, verbose=0)
+    seen = {}
+
+    def mse(y_true, y_pred):
+        seen["sums"] = tf.reduce_sum(y_true, axis=-1)
+        return tf.reduce_mean(tf.square(y_true - y_pred), axis=-1)
+
+    distiller = Distiller(student=student, teacher=teacher)
+    compile_like_keras_io(distiller, k, optimizer=k.optimizers.SGD(0.0),
+                          distillation_loss_fn=mse, temperature=2.0,
+                          run_eagerly=True)
+    logs = one_batch_logs(distiller, x, y)
+    p = tf.nn.softmax(t / 2.0).numpy()
+    q = tf.nn.softmax(s / 2.0).numpy()
+    want = ((p - q) ** 2).mean(-1).mean() * 4.0
+    np.testing.assert_allclose(logs["distillation_loss"], want, rtol=1e-5)
+    np.testing.assert_allclose(seen["sums"].numpy(), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_teacher_is_untouched(flavour):
+    k = keras_module(flavour)
+    x, y = data(64)
+    teacher, student = mlp(flavour, (16,), batchnorm=True), mlp(flavour, (4,))
+    before = [w.copy() for w in teacher.get_weights()]
+    trainable = [layer.trainable for layer in teacher.layers] + [teacher.trainable]
+    distiller = Distiller(student=student, teacher=teacher)
+    compile_like_keras_io(distiller, k, optimizer=k.optimizers.Adam(0.1))
+    s_before = [w.copy() for w in student.get_weights()]
+    distiller.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    distiller.evaluate(x, y, verbose=0)
+    for a, b in zip(before, teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)  # incl. BatchNorm moving stats
+    assert [layer.trainable for layer in teacher.layers] + [teacher.trainable] == trainable
+    assert any(not np.array_equal(a, b)
+               for a, b in zip(s_before, student.get_weights()))
+    assert {id(v) for v in distiller.trainable_weights} == {
+        id(v) for v in student.trainable_weights}
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_evaluate_leaves_batchnorm_statistics_unchanged(flavour):
+    k = keras_module(flavour)
+    x, y = data(64)
+    student = mlp(flavour, (8,), batchnorm=True, seed=4)
+    distiller = Distiller(student=student, teacher=mlp(flavour))
+    compile_like_keras_io(distiller, k)
+    before = [w.copy() for w in student.get_weights()]
+    distiller.evaluate(x * 10 + 3, y, verbose=0)
+    distiller.evaluate(x * 10 + 3, verbose=0)  # no labels: distillation loss
+    distiller.predict(x * 10 + 3, verbose=0)
+    for a, b in zip(before, student.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_zero_sample_weights_give_zero_loss_and_no_update(flavour):
+    k = keras_module(flavour)
+    x, y = data(32)
+    student = mlp(flavour, (4,))
+    distiller = Distiller(student=student, teacher=mlp(flavour))
+    compile_like_keras_io(distiller, k, optimizer=k.optimizers.SGD(1.0))
+    before = [w.copy() for w in student.get_weights()]
+    logs = one_batch_logs(distiller, x, y, sample_weight=np.zeros(32))
+    assert logs["loss"] == 0.0
+    assert logs["distillation_loss"] == 0.0
+    assert logs["student_loss"] == 0.0
+    for a, b in zip(before, student.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_sample_weights_weigh_both_terms(flavour):
+    k = keras_module(flavour)
+    x, y = data(32)
+    teacher, student = mlp(flavour), mlp(flavour, (4,), seed=9)
+    t = teacher.predict(x, verbose=0)
+    s = student.predict(x, verbose=0)
+    w = np.random.default_rng(0).uniform(0, 2, size=32)
+    distiller = Distiller(student=student, teacher=teacher)
+    compile_like_keras_io(distiller, k, optimizer=k.optimizers.SGD(0.0), alpha=0.5,
+                          temperature=3.0)
+    logs = one_batch_logs(distiller, x, y, sample_weight=w)
+    total, _, _ = np_distill_loss(t, s, y, 0.5, 3.0, weights=w)
+    np.testing.assert_allclose(logs["loss"], total, rtol=1e-5)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_student_regularisation_is_optimised(flavour):
+    k = keras_module(flavour)
+    x, y = data(32)
+    teacher = mlp(flavour)
+    student = mlp(flavour, (4,), regularizer=k.regularizers.L2(0.5))
+    t = teacher.predict(x, verbose=0)
+    s = student.predict(x, verbose=0)
+    kernel = student.layers[-2 if flavour == "keras" else 0].kernel.numpy()
+    kernel = [layer for layer in student.layers if layer.kernel_regularizer][0].kernel
+    reg = 0.5 * float(np.sum(kernel.numpy() ** 2))
+    distiller = Distiller(student=student, teacher=teacher)
+    compile_like_keras_io(distiller, k, optimizer=k.optimizers.SGD(0.0))
+    logs = one_batch_logs(distiller, x, y)
+    total, student_loss, _ = np_distill_loss(t, s, y, 0.1, 10)
+    np.testing.assert_allclose(logs["loss"], total + reg, rtol=1e-5)
+    results = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    np.testing.assert_allclose(results["loss"], student_loss + reg, rtol=1e-5)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_softmax_teacher_and_student_are_distilled_from_their_logits(flavour):
+    k = keras_module(flavour)
+    x, y = data(32)
+    t_logits_model = mlp(flavour, (16,), seed=1)
+    t_softmax_model = mlp(flavour, (16,), seed=1, softmax=True)
+    s_logits_model = mlp(flavour, (4,), seed=7)
+    s_softmax_model = mlp(flavour, (4,), seed=7, softmax=True)
+    t = t_logits_model.predict(x, verbose=0)
+    s = s_logits_model.predict(x, verbose=0)
+    _, _, want = np_distill_loss(t, s, y, 0.1, 5.0)
+
+    d = Distiller(student=s_softmax_model, teacher=t_softmax_model)
+    assert (d.teacher_outputs, d.student_outputs) == ("probabilities", "probabilities")
+    compile_like_keras_io(
+        d, k, optimizer=k.optimizers.SGD(0.0), temperature=5.0,
+        student_loss_fn=k.losses.SparseCategoricalCrossentropy())
+    logs = one_batch_logs(d, x, y)
+    np.testing.assert_allclose(logs["distillation_loss"], want, rtol=1e-4)
+    # Saying it explicitly works the same, and softening raw probabilities as if
+    # they were logits would give a clearly different value.
+    d2 = Distiller(student=s_logits_model, teacher=t_softmax_model,
+                   teacher_outputs="probabilities", student_outputs="logits")
+    compile_like_keras_io(d2, k, optimizer=k.optimizers.SGD(0.0), temperature=5.0)
+    np.testing.assert_allclose(one_batch_logs(d2, x, y)["distillation_loss"], want,
+                               rtol=1e-4)
+    p = tf.nn.softmax(t).numpy()
+    _, _, wrong = np_distill_loss(p, s, y, 0.1, 5.0)
+    assert abs(wrong - want) > 0.05 * want
+
+
+def test_mixed_flavours():
+    import keras
+    import tf_keras
+
+    x, y = data(64)
+    for student_flavour, teacher_flavour, k in (("keras", "tf_keras", keras),
+                                                ("tf_keras", "keras", tf_keras)):
+        teacher = mlp(teacher_flavour, (16,))
+        student = mlp(student_flavour, (4,))
+        t = teacher.predict(x, verbose=0)
+        s = student.predict(x, verbose=0)
+        d = Distiller(student=student, teacher=teacher)
+        assert isinstance(d, k.Model)
+        compile_like_keras_io(d, k, optimizer=k.optimizers.SGD(0.0))
+        logs = one_batch_logs(d, x, y)
+        np.testing.assert_allclose(logs["loss"], np_distill_loss(t, s, y, 0.1, 10)[0],
+                                   rtol=1e-5)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_jit_compile(flavour):
+    k = keras_module(flavour)
+    x, y = data(64)
+    teacher, student = mlp(flavour, (16,)), mlp(flavour, (4,))
+    t = teacher.predict(x, verbose=0)
+    s = student.predict(x, verbose=0)
+    d = Distiller(student=student, teacher=teacher)
+    compile_like_keras_io(d, k, optimizer=k.optimizers.SGD(0.0), jit_compile=True)
+    logs = one_batch_logs(d, x, y)
+    np.testing.assert_allclose(logs["loss"], np_distill_loss(t, s, y, 0.1, 10)[0],
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_mirrored_strategy_step_equals_single_device_step(flavour):
+    k = keras_module(flavour)
+    cpus = tf.config.list_logical_devices("CPU")
+    assert len(cpus) >= 2, "conftest should have created 2 logical CPUs"
+    x, y = data(32)
+    w = np.random.default_rng(1).uniform(0.5, 1.5, size=32)
+
+    def one_step(strategy):
+        with strategy.scope():
+            teacher = mlp(flavour, (16,))
+            student = mlp(flavour, (4,), seed=3,
+                          regularizer=k.regularizers.L2(0.01))
+            d = Distiller(student=student, teacher=teacher)
+            compile_like_keras_io(d, k, optimizer=k.optimizers.SGD(0.5), alpha=0.4,
+                                  temperature=3.0)
+        logs = one_batch_logs(d, x, y, sample_weight=w)
+        return logs, [v.numpy() for v in student.trainable_weights]
+
+    mirrored = tf.distribute.MirroredStrategy([c.name for c in cpus[:2]])
+    assert mirrored.num_replicas_in_sync == 2
+    logs_2, weights_2 = one_step(mirrored)
+    logs_1, weights_1 = one_step(tf.distribute.get_strategy())
+    np.testing.assert_allclose(logs_2["loss"], logs_1["loss"], rtol=1e-5)
+    for a, b in zip(weights_2, weights_1):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_standard_callbacks(flavour, tmp_path):
+    k = keras_module(flavour)
+    x, y = data(128)
+    student = mlp(flavour, (4,))
+    d = Distiller(student=student, teacher=mlp(flavour, (16,)))
+    compile_like_keras_io(d, k)
+    weights_file = str(tmp_path / ("best.weights.h5" if flavour == "keras"
+                                   else "best.h5"))
+    history = d.fit(
+        x, y, validation_data=data(32, seed=2), epochs=20, verbose=0,
+        callbacks=[
+            k.callbacks.ModelCheckpoint(weights_file, save_weights_only=True,
+                                        monitor="val_loss", save_best_only=True),
+            k.callbacks.EarlyStopping(monitor="val_loss", patience=0),
+            k.callbacks.TensorBoard(str(tmp_path / "logs")),
+        ],
+    )
+    assert "val_loss" in history.history
+    assert "val_sparse_categorical_accuracy" in history.history
+    assert len(history.history["loss"]) < 20  # EarlyStopping stopped it
+    assert (tmp_path / weights_file).exists()
+    assert any((tmp_path / "logs").iterdir())
+    # The checkpoint restores the student into a fresh distiller.
+    fresh_student = mlp(flavour, (4,), seed=42)
+    fresh = Distiller(student=fresh_student, teacher=mlp(flavour, (16,)))
+    fresh.load_weights(weights_file)
+    assert not np.allclose(fresh_student.get_weights()[0], mlp(flavour, (4,),
+                                                               seed=42).get_weights()[0])
+
+
+def test_keras3_distiller_saves_and_loads(tmp_path):
+    import keras
+
+    x, y = data(32)
+    student, teacher = mlp("keras", (4,)), mlp("keras", (16,))
+    d = Distiller(student=student, teacher=teacher, name="kd")
+    compile_like_keras_io(d, keras)
+    d.fit(x, y, epochs=1, verbose=0)
+    path = str(tmp_path / "distiller.keras")
+    d.save(path)
+    loaded = keras.models.load_model(path, compile=False)
+    assert type(loaded) is Distiller
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), d.predict(x, verbose=0),
+                               rtol=1e-6)
+    np.testing.assert_allclose(loaded.teacher.predict(x, verbose=0),
+                               teacher.predict(x, verbose=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_alpha_zero_distils_unlabelled_data(flavour):
+    k = keras_module(flavour)
+    x, _ = data(64)
+    student = mlp(flavour, (4,))
+    d = Distiller(student=student, teacher=mlp(flavour, (16,)))
+    d.compile(optimizer=k.optimizers.Adam(0.05), alpha=0.0, temperature=2.0)
+    history = d.fit(x, epochs=5, verbose=0)
+    assert set(history.history) == {"loss", "distillation_loss"}
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+# ----------------------------------------------------------------- bad input
+def _distiller(flavour="keras", **kwargs):
+    return Distiller(student=mlp(flavour, (4,)), teacher=mlp(flavour), **kwargs)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan")])
+def test_alpha_outside_unit_interval(alpha):
+    import keras
+    with pytest.raises(ValueError, match=r"`alpha` must be in \[0, 1\]"):
+        compile_like_keras_io(_distiller(), keras, alpha=alpha)
+
+
+@pytest.mark.parametrize("temperature", [0, -2.0, float("inf"), float("nan")])
+def test_bad_temperature(temperature):
+    import keras
+    with pytest.raises(ValueError, match="`temperature` must be a positive"):
+        compile_like_keras_io(_distiller(), keras, temperature=temperature)
+
+
+def test_non_numeric_hyperparameters():
+    import keras
+    with pytest.raises(TypeError, match="alpha"):
+        compile_like_keras_io(_distiller(), keras, alpha="0.1")
+    with pytest.raises(TypeError, match="temperature"):
+        compile_like_keras_io(_distiller(), keras, temperature=None)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_incomparable_output_shapes_name_both(flavour):
+    with pytest.raises(ValueError, match=r"teacher output shape \(None, 3\), "
+                                         r"student output shape \(None, 5\)"):
+        Distiller(student=mlp(flavour, (4,), classes=5), teacher=mlp(flavour))
+
+
+def test_incomparable_shapes_of_subclassed_models_found_at_first_step():
+    import keras
+
+    class Sub(keras.Model):
+        def __init__(self, classes):
+            super().__init__()
+            self.dense = keras.layers.Dense(classes)
+
+        def call(self, x):
+            return self.dense(x)
+
+    x, y = data(16)
+    d = Distiller(student=Sub(5), teacher=Sub(3))
+    compile_like_keras_io(d, keras)
+    with pytest.raises(ValueError, match=r"\(16, 3\).*\(16, 5\)"):
+        d.fit(x, y, epochs=1, verbose=0, batch_size=16)
+
+
+@pytest.mark.parametrize("bad", [object(), "model", None, lambda x: x])
+def test_not_a_model(bad):
+    with pytest.raises(TypeError, match="`teacher` must be a Keras model"):
+        Distiller(student=mlp("keras"), teacher=bad)
+    with pytest.raises(TypeError, match="`student` must be a Keras model"):
+        Distiller(student=bad, teacher=mlp("keras"))
+
+
+def test_a_layer_is_not_a_model():
+    import keras
+    with pytest.raises(TypeError, match="`student` must be a Keras model"):
+        Distiller(student=keras.layers.Dense(3), teacher=mlp("keras"))
+
+
+def test_single_unit_output_is_refused():
+    with pytest.raises(ValueError, match="single unit"):
+        Distiller(student=mlp("keras", classes=1), teacher=mlp("keras", classes=1))
+
+
+def test_compile_errors():
+    import keras
+    d = _distiller()
+    with pytest.raises(ValueError, match="student_loss_fn"):
+        d.compile(optimizer="adam", loss="mse")
+    with pytest.raises(ValueError, match="`student_loss_fn` is required"):
+        d.compile(optimizer="adam", alpha=0.5)
+    with pytest.raises(ValueError, match="not a Keras loss name"):
+        d.compile(optimizer="adam", student_loss_fn="no_such_loss")
+    with pytest.raises(TypeError, match="student_loss_fn"):
+        d.compile(optimizer="adam", student_loss_fn=3)
+    with pytest.raises(ValueError, match="reduction"):
+        d.compile(optimizer="adam", student_loss_fn=keras.losses.
+                  SparseCategoricalCrossentropy(reduction=None))
+    with pytest.raises(ValueError, match="teacher_outputs"):
+        _distiller(teacher_outputs="softmax")
+
+
+def test_fit_before_compile_and_labels_missing():
+    import keras
+    x, y = data(16)
+    d = _distiller()
+    with pytest.raises((RuntimeError, ValueError), match="compile"):
+        d.fit(x, y, epochs=1, verbose=0)
+    compile_like_keras_io(d, keras)
+    with pytest.raises(ValueError, match="no labels"):
+        d.fit(x, epochs=1, verbose=0)
+
+
+def test_same_model_twice():
+    m = mlp("keras")
+    with pytest.raises(ValueError, match="same model"):
+        Distiller(student=m, teacher=m)
