@@ -26,35 +26,31 @@ def build_teacher(input_shape=(28, 28, 1), num_classes=10, seed=0):
     True
     """
     init = keras.initializers.GlorotUniform
-    s = iter(range(seed * 100, seed * 100 + 100))
     layers = keras.layers
+
+    def conv_bn(filters, name, index):
+        return [
+            layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                          kernel_initializer=init(seed * 100 + index),
+                          name=f"{name}_conv"),
+            layers.BatchNormalization(momentum=0.9, name=f"{name}_bn"),
+            layers.ReLU(name=f"{name}_relu"),
+        ]
+
     return keras.Sequential(
-        [
-            keras.Input(input_shape),
-            layers.Conv2D(32, 3, padding="same", use_bias=False,
-                          kernel_initializer=init(next(s))),
-            layers.BatchNormalization(),
-            layers.ReLU(),
-            layers.Conv2D(32, 3, padding="same", use_bias=False,
-                          kernel_initializer=init(next(s))),
-            layers.BatchNormalization(),
-            layers.ReLU(),
-            layers.MaxPooling2D(),
-            layers.Conv2D(64, 3, padding="same", use_bias=False,
-                          kernel_initializer=init(next(s))),
-            layers.BatchNormalization(),
-            layers.ReLU(),
-            layers.Conv2D(64, 3, padding="same", use_bias=False,
-                          kernel_initializer=init(next(s))),
-            layers.BatchNormalization(),
-            layers.ReLU(),
-            layers.MaxPooling2D(),
-            layers.Flatten(),
-            layers.Dropout(0.3, seed=next(s)),
+        [keras.Input(input_shape, name="image")]
+        + conv_bn(32, "block1a", 1) + conv_bn(32, "block1b", 2)
+        + [layers.MaxPooling2D(name="block1_pool")]
+        + conv_bn(64, "block2a", 3) + conv_bn(64, "block2b", 4)
+        + [
+            layers.MaxPooling2D(name="block2_pool"),
+            layers.Flatten(name="flatten"),
+            layers.Dropout(0.3, seed=seed * 100 + 5, name="dropout1"),
             layers.Dense(128, activation="relu",
-                         kernel_initializer=init(next(s))),
-            layers.Dropout(0.3, seed=next(s)),
-            layers.Dense(num_classes, kernel_initializer=init(next(s))),
+                         kernel_initializer=init(seed * 100 + 6), name="fc"),
+            layers.Dropout(0.3, seed=seed * 100 + 7, name="dropout2"),
+            layers.Dense(num_classes, kernel_initializer=init(seed * 100 + 8),
+                         name="logits"),
         ],
         name="teacher",
     )
@@ -80,27 +76,30 @@ def build_student(kind="cnn", input_shape=(28, 28, 1), num_classes=10, seed=0):
     if kind not in STUDENTS:
         raise ValueError(f"`kind` must be one of {STUDENTS}, got {kind!r}.")
     init = keras.initializers.GlorotUniform
-    s = iter(range(seed * 100 + 50, seed * 100 + 100))
     layers = keras.layers
+    base = seed * 100 + 50
     if kind == "mlp":
         body = [
-            layers.Flatten(),
-            layers.Dense(32, activation="relu", kernel_initializer=init(next(s))),
+            layers.Flatten(name="flatten"),
+            layers.Dense(32, activation="relu", kernel_initializer=init(base + 1),
+                         name="fc"),
         ]
     else:
         body = [
             layers.Conv2D(8, 3, padding="same", activation="relu",
-                          kernel_initializer=init(next(s))),
-            layers.MaxPooling2D(),
+                          kernel_initializer=init(base + 1), name="block1_conv"),
+            layers.MaxPooling2D(name="block1_pool"),
             layers.Conv2D(16, 3, padding="same", activation="relu",
-                          kernel_initializer=init(next(s))),
-            layers.MaxPooling2D(),
-            layers.Flatten(),
-            layers.Dense(16, activation="relu", kernel_initializer=init(next(s))),
+                          kernel_initializer=init(base + 2), name="block2_conv"),
+            layers.MaxPooling2D(name="block2_pool"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(16, activation="relu", kernel_initializer=init(base + 3),
+                         name="fc"),
         ]
     return keras.Sequential(
-        [keras.Input(input_shape)]
+        [keras.Input(input_shape, name="image")]
         + body
-        + [layers.Dense(num_classes, kernel_initializer=init(next(s)))],
+        + [layers.Dense(num_classes, kernel_initializer=init(base + 9),
+                        name="logits")],
         name=f"student_{kind}",
     )

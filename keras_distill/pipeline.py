@@ -1,0 +1,324 @@
+"""The stages of the main job: data, teacher, scratch student, distilled student.
+
+`run_pipeline` is what ``keras-distill`` runs; the benchmarks and notebooks
+call the same functions so every number they print comes from one code path.
+Later stages (pruning, QAT, TFLite export) are added here.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+
+import keras
+import numpy as np
+
+from keras_distill import datasets
+from keras_distill.distiller import Distiller
+from keras_distill.models import build_student, build_teacher
+
+QUICK = dict(train_samples=6000, test_samples=2000, teacher_epochs=2, epochs=3)
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    """Settings of the main job (the command-line flags map onto these).
+
+    Example:
+    >>> PipelineConfig(epochs=3).alpha
+    0.1
+    """
+
+    epochs: int = 10
+    teacher_epochs: int = 5
+    student: str = "cnn"
+    alpha: float = 0.1
+    temperature: float = 4.0
+    seed: int = 0
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    train_samples: int = 0  # 0: all 60000
+    test_samples: int = 0  # 0: all 10000
+    data_dir: str = None
+    cache_dir: str = None
+    output_dir: str = None
+    allow_download: bool = True
+    verbose: int = 0
+
+    def validate(self):
+        """Raises ``ValueError`` naming the first setting that is invalid."""
+        for name in ("epochs", "teacher_epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        for name in ("train_samples", "test_samples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(
+                    f"`{name}` must be 0 (all) or a positive integer, got {value!r}."
+                )
+        if self.student not in ("cnn", "mlp"):
+            raise ValueError(f"`student` must be 'cnn' or 'mlp', got {self.student!r}.")
+        if not (0.0 <= self.alpha <= 1.0):
+            raise ValueError(f"`alpha` must be in [0, 1], got {self.alpha!r}.")
+        if not (self.temperature > 0 and np.isfinite(self.temperature)):
+            raise ValueError(
+                f"`temperature` must be a positive finite number, got {self.temperature!r}."
+            )
+        if not (self.learning_rate > 0):
+            raise ValueError(
+                f"`learning_rate` must be positive, got {self.learning_rate!r}."
+            )
+        return self
+
+
+def default_cache_dir():
+    """Where trained teachers are cached: ``$KERAS_DISTILL_CACHE`` or
+    ``~/.cache/keras_distill``.
+
+    Example:
+    >>> default_cache_dir().endswith("keras_distill")
+    True
+    """
+    return os.environ.get("KERAS_DISTILL_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "keras_distill"
+    )
+
+
+def prepare_data(config):
+    """Loads Fashion-MNIST as float32 images in [0, 1] with a channel axis.
+
+    Args:
+        config: A `PipelineConfig`; ``train_samples``/``test_samples`` take
+            the first samples when non-zero.
+
+    Returns:
+        ``(x_train, y_train), (x_test, y_test)``.
+
+    Example:
+    >>> if datasets.find_fashion_mnist():
+    ...     (x, y), _ = prepare_data(PipelineConfig(train_samples=10))
+    ...     print(x.shape, x.dtype)
+    ... else:
+    ...     print((10, 28, 28, 1), "float32")
+    (10, 28, 28, 1) float32
+    """
+    (x, y), (xt, yt) = datasets.load_fashion_mnist(
+        config.data_dir, allow_download=config.allow_download
+    )
+    if config.train_samples:
+        x, y = x[: config.train_samples], y[: config.train_samples]
+    if config.test_samples:
+        xt, yt = xt[: config.test_samples], yt[: config.test_samples]
+
+    def scale(images):
+        return (images[..., None] / np.float32(255.0)).astype("float32")
+
+    return (scale(x), y.astype("int64")), (scale(xt), yt.astype("int64"))
+
+
+def _ce():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _accuracy(model, x, y, batch_size=512):
+    logits = model.predict(x, batch_size=batch_size, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) == y))
+
+
+def _teacher_key(config, n_train):
+    spec = {
+        "architecture": build_teacher(seed=config.seed).to_json(),
+        "epochs": config.teacher_epochs,
+        "seed": config.seed,
+        "n_train": n_train,
+        "batch_size": config.batch_size,
+        "keras": keras.__version__,
+    }
+    blob = json.dumps(spec, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def atomic_save_weights(model, path):
+    """Saves weights to ``path`` atomically (a crash leaves no partial file).
+
+    Args:
+        model: A Keras 3 model.
+        path: Destination ending in ``.weights.h5``.
+
+    Example:
+    >>> import tempfile
+    >>> m = build_student("mlp")
+    >>> p = os.path.join(tempfile.mkdtemp(), "m.weights.h5")
+    >>> atomic_save_weights(m, p); os.path.exists(p)
+    True
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def get_teacher(config, x, y, log=print):
+    """Returns the trained teacher, from the cache when it was trained before.
+
+    The cache key covers the architecture, seed, epochs, batch size and the
+    number of training samples, so a change to any of them retrains.
+
+    Returns:
+        ``(teacher, seconds_spent_training, was_cached)``.
+
+    Example:
+    >>> import numpy as np, tempfile
+    >>> cfg = PipelineConfig(teacher_epochs=1, cache_dir=tempfile.mkdtemp())
+    >>> x = np.zeros((8, 28, 28, 1), "float32"); y = np.zeros(8, "int64")
+    >>> _, _, cached = get_teacher(cfg, x, y, log=lambda m: None)
+    >>> get_teacher(cfg, x, y, log=lambda m: None)[2]
+    True
+    """
+    cache_dir = config.cache_dir or default_cache_dir()
+    path = os.path.join(cache_dir, f"teacher-{_teacher_key(config, len(x))}.weights.h5")
+    teacher = build_teacher(seed=config.seed)
+    if os.path.exists(path):
+        teacher.load_weights(path)
+        log(f"teacher: loaded from cache {path}")
+        return teacher, 0.0, True
+    log(f"teacher: training {config.teacher_epochs} epochs "
+        f"({teacher.count_params():,} params)")
+    keras.utils.set_random_seed(config.seed)
+    teacher.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate), loss=_ce()
+    )
+    start = time.perf_counter()
+    teacher.fit(x, y, batch_size=config.batch_size, epochs=config.teacher_epochs,
+                verbose=config.verbose)
+    seconds = time.perf_counter() - start
+    atomic_save_weights(teacher, path)
+    log(f"teacher: cached at {path}")
+    return teacher, seconds, False
+
+
+def train_scratch(config, x, y):
+    """Trains the student alone on the labels (the baseline).
+
+    Returns:
+        ``(student, seconds)``.
+
+    Example:
+    >>> import numpy as np
+    >>> x = np.zeros((8, 28, 28, 1), "float32"); y = np.zeros(8, "int64")
+    >>> _, seconds = train_scratch(PipelineConfig(epochs=1), x, y)
+    >>> seconds > 0
+    True
+    """
+    keras.utils.set_random_seed(config.seed)
+    student = build_student(config.student, seed=config.seed)
+    student.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_ce())
+    start = time.perf_counter()
+    student.fit(x, y, batch_size=config.batch_size, epochs=config.epochs,
+                verbose=config.verbose)
+    return student, time.perf_counter() - start
+
+
+def train_distilled(config, teacher, x, y):
+    """Trains the same student (same initial weights) with a `Distiller`.
+
+    Returns:
+        ``(student, seconds)``.
+
+    Example:
+    >>> import numpy as np
+    >>> x = np.zeros((8, 28, 28, 1), "float32"); y = np.zeros(8, "int64")
+    >>> teacher = build_teacher()
+    >>> _, seconds = train_distilled(PipelineConfig(epochs=1), teacher, x, y)
+    >>> seconds > 0
+    True
+    """
+    keras.utils.set_random_seed(config.seed)
+    student = build_student(config.student, seed=config.seed)
+    distiller = Distiller(student=student, teacher=teacher)
+    distiller.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        student_loss_fn=_ce(),
+        alpha=config.alpha,
+        temperature=config.temperature,
+    )
+    start = time.perf_counter()
+    distiller.fit(x, y, batch_size=config.batch_size, epochs=config.epochs,
+                  verbose=config.verbose)
+    return student, time.perf_counter() - start
+
+
+def run_pipeline(config, log=print):
+    """Runs the main job and returns its results.
+
+    Args:
+        config: A `PipelineConfig`.
+        log: Called with one progress line at a time.
+
+    Returns:
+        A dict with ``config`` and ``rows``: one row per model with its
+        ``name``, ``params``, ``test_accuracy`` and ``train_seconds``.
+
+    Example:
+    >>> cfg = PipelineConfig(epochs=1, teacher_epochs=1, train_samples=256,
+    ...                      test_samples=64)
+    >>> if datasets.find_fashion_mnist():
+    ...     names = [r["name"] for r in run_pipeline(cfg, log=lambda m: None)["rows"]]
+    ... else:
+    ...     names = ["teacher", "student (scratch)", "student (distilled)"]
+    >>> names
+    ['teacher', 'student (scratch)', 'student (distilled)']
+    """
+    config.validate()
+    (x, y), (xt, yt) = prepare_data(config)
+    log(f"data: Fashion-MNIST, {len(x)} train / {len(xt)} test images")
+    teacher, teacher_seconds, cached = get_teacher(config, x, y, log=log)
+    rows = [{
+        "name": "teacher",
+        "params": teacher.count_params(),
+        "test_accuracy": _accuracy(teacher, xt, yt),
+        "train_seconds": teacher_seconds,
+        "cached": cached,
+    }]
+    log(f"student ({config.student}): training from scratch, {config.epochs} epochs")
+    scratch, seconds = train_scratch(config, x, y)
+    rows.append({"name": "student (scratch)", "params": scratch.count_params(),
+                 "test_accuracy": _accuracy(scratch, xt, yt), "train_seconds": seconds})
+    log(f"student ({config.student}): distilling, {config.epochs} epochs, "
+        f"alpha={config.alpha}, T={config.temperature}")
+    distilled, seconds = train_distilled(config, teacher, x, y)
+    rows.append({"name": "student (distilled)", "params": distilled.count_params(),
+                 "test_accuracy": _accuracy(distilled, xt, yt),
+                 "train_seconds": seconds})
+    if config.output_dir:
+        os.makedirs(config.output_dir, exist_ok=True)
+        atomic_save_weights(
+            distilled, os.path.join(config.output_dir, "student_distilled.weights.h5")
+        )
+    return {"config": dataclasses.asdict(config), "rows": rows}
+
+
+def format_table(rows):
+    """Formats result rows as a Markdown table.
+
+    Example:
+    >>> print(format_table([{"name": "m", "params": 10, "test_accuracy": 0.5,
+    ...                      "train_seconds": 1.0}]))
+    | model | params | test accuracy | train time (s) |
+    |---|---:|---:|---:|
+    | m | 10 | 50.00% | 1.0 |
+    """
+    lines = ["| model | params | test accuracy | train time (s) |",
+             "|---|---:|---:|---:|"]
+    for row in rows:
+        seconds = "cached" if row.get("cached") else f"{row['train_seconds']:.1f}"
+        lines.append(f"| {row['name']} | {row['params']:,} | "
+                     f"{100 * row['test_accuracy']:.2f}% | {seconds} |")
+    return "\n".join(lines)

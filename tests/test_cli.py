@@ -1,0 +1,52 @@
+"""The main job, on a small slice of the real Fashion-MNIST."""
+
+import json
+import os
+
+import pytest
+
+from keras_distill import cli, datasets
+
+needs_data = pytest.mark.skipif(datasets.find_fashion_mnist() is None,
+                                reason="Fashion-MNIST is not on this machine")
+
+
+@needs_data
+def test_main_job_runs_and_caches_the_teacher(tmp_path, capsys):
+    args = ["--epochs", "1", "--teacher-epochs", "2", "--train-samples", "2000",
+            "--test-samples", "500", "--cache-dir", str(tmp_path / "cache"),
+            "--output-dir", str(tmp_path / "out"), "--no-download"]
+    assert cli.main(args) == 0
+    first = capsys.readouterr().out
+    assert "teacher: training 2 epochs" in first
+    for name in ("| teacher |", "| student (scratch) |", "| student (distilled) |"):
+        assert name in first
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    rows = {r["name"]: r for r in results["rows"]}
+    assert rows["student (distilled)"]["params"] * 10 <= rows["teacher"]["params"]
+    # Real data, real learning: far above the 10% of chance after one epoch.
+    assert rows["teacher"]["test_accuracy"] > 0.5
+    assert rows["student (scratch)"]["test_accuracy"] > 0.3
+    assert os.path.exists(tmp_path / "out" / "student_distilled.weights.h5")
+
+    assert cli.main(args) == 0
+    second = capsys.readouterr().out
+    assert "teacher: loaded from cache" in second
+    assert "teacher: training" not in second
+    again = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert again["rows"][0]["test_accuracy"] == rows["teacher"]["test_accuracy"]
+
+
+@pytest.mark.parametrize("flag,value,word", [
+    ("--epochs", "0", "epochs"), ("--alpha", "1.5", "alpha"),
+    ("--temperature", "-1", "temperature"), ("--train-samples", "-3", "train_samples")])
+def test_bad_flags_name_the_setting(flag, value, word, capsys):
+    assert cli.main([flag, value]) == 2
+    assert word in capsys.readouterr().out
+
+
+def test_missing_data_is_a_clear_error(tmp_path, capsys):
+    code = cli.main(["--data-dir", str(tmp_path / "nowhere"), "--cache-dir",
+                     str(tmp_path), "--output-dir", str(tmp_path / "o")])
+    assert code == 2
+    assert "dataset-fashion-mnist" in capsys.readouterr().err
