@@ -70,6 +70,32 @@ def flavour_of(obj):
     return None
 
 
+def flavour_of_loss(obj):
+    """Tells which flavour's ``Loss`` class an object is an instance of.
+
+    Args:
+        obj: Any object.
+
+    Returns:
+        ``"keras"``, ``"tf_keras"``, or ``None`` (a plain function, say).
+
+    Example:
+    >>> import keras
+    >>> flavour_of_loss(keras.losses.KLDivergence())
+    'keras'
+    >>> flavour_of_loss(keras.losses.kl_divergence) is None
+    True
+    """
+    import keras
+
+    if isinstance(obj, keras.losses.Loss):
+        return KERAS3
+    tf_keras = sys.modules.get("tf_keras")
+    if tf_keras is not None and isinstance(obj, tf_keras.losses.Loss):
+        return TF_KERAS
+    return None
+
+
 def model_flavour(model, argument):
     """Returns the flavour of a Keras model or raises a clear ``TypeError``.
 

@@ -369,13 +369,18 @@ class _DistillerLogic:
 
     @staticmethod
     def _loss_values(fn, y_true, y_pred):
-        """Per-sample values of a loss (a Keras Loss is not reduced)."""
-        is_loss_object = type(fn).__name__ != "function" and hasattr(
-            fn, "call"
-        ) and hasattr(fn, "reduction")
-        if is_loss_object:
-            return fn.call(y_true, y_pred)
-        return fn(y_true, y_pred)
+        """Per-sample values of a loss (a Keras ``Loss`` is not reduced)."""
+        flavour = _compat.flavour_of_loss(fn)
+        if flavour is None:
+            return fn(y_true, y_pred)
+        if flavour == _compat.KERAS3:
+            # What keras.losses.Loss.__call__ does before `call`.
+            dtype = getattr(fn, "dtype", None) or "float32"
+            y_true = tf.nest.map_structure(
+                lambda v: tf.cast(v, dtype), y_true
+            )
+            y_pred = tf.cast(y_pred, dtype)
+        return fn.call(y_true, y_pred)
 
     def _student_term(self, y, student_out, sample_weight):
         values = self._loss_values(self._student_loss_fn, y, student_out)
@@ -460,10 +465,10 @@ class _DistillerLogic:
     def test_step(self, data):
         """Evaluates the student in inference mode.
 
-        With labels: ``loss`` is the student loss plus the student's
-        regularisation losses (what ``student.evaluate`` would report) and
-        the teacher is not run. Without labels: ``loss`` is the distillation
-        loss against the teacher.
+        With labels (and a ``student_loss_fn``): ``loss`` is the student loss
+        plus the student's regularisation losses (what ``student.evaluate``
+        would report) and the teacher is not run. Otherwise ``loss`` is the
+        distillation loss against the teacher.
         """
         self._require_compiled()
         x, y, sample_weight = self._unpack(data)
@@ -482,7 +487,7 @@ class _DistillerLogic:
             self._student_tracker.update_state(student_term * replicas)
             logs["loss"] = self._total_tracker.result()
             logs["student_loss"] = self._student_tracker.result()
-        elif y is None:
+        else:
             distill = _average(
                 self._distillation_per_sample(
                     self._teacher_forward(x), student_out

@@ -446,3 +446,32 @@ def test_same_model_twice():
     m = mlp("keras")
     with pytest.raises(ValueError, match="same model"):
         Distiller(student=m, teacher=m)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_evaluate_without_student_loss_reports_distillation(flavour):
+    k = keras_module(flavour)
+    x, y = data(32)
+    d = Distiller(student=mlp(flavour, (4,)), teacher=mlp(flavour, (16,)))
+    d.compile(optimizer=k.optimizers.Adam(), alpha=0.0,
+              metrics=[k.metrics.SparseCategoricalAccuracy()])
+    results = d.evaluate(x, y, verbose=0, return_dict=True)
+    assert set(results) == {"loss", "distillation_loss", "sparse_categorical_accuracy"}
+    assert results["loss"] == results["distillation_loss"] > 0
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_plain_function_losses(flavour):
+    k = keras_module(flavour)
+    x, y = data(32)
+    teacher, student = mlp(flavour), mlp(flavour, (4,), seed=8)
+    t = teacher.predict(x, verbose=0)
+    s = student.predict(x, verbose=0)
+    d = Distiller(student=student, teacher=teacher)
+    d.compile(optimizer=k.optimizers.SGD(0.0), alpha=0.5, temperature=2.0,
+              student_loss_fn=lambda yt, yp: k.losses.sparse_categorical_crossentropy(
+                  yt, yp, from_logits=True),
+              distillation_loss_fn=k.losses.kl_divergence)
+    logs = one_batch_logs(d, x, y)
+    np.testing.assert_allclose(logs["loss"], np_distill_loss(t, s, y, 0.5, 2.0)[0],
+                               rtol=1e-5)
