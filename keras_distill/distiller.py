@@ -12,6 +12,7 @@ import math
 import numbers
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_distill import _compat
@@ -21,6 +22,10 @@ _OUTPUT_KINDS = ("auto", "logits", "probabilities")
 _KL_NAMES = {"kldivergence", "kld", "kl", "kullbackleiblerdivergence"}
 _MEAN_REDUCTIONS = ("auto", "sum_over_batch_size", "mean")
 _NO_REDUCTION_ATTRIBUTE = object()
+# Keys of the input dict that carries cached teacher outputs through `fit`.
+_INPUTS_KEY = "keras_distill_inputs"
+_CACHE_KEY = "keras_distill_teacher_outputs"
+_CACHE_DTYPES = ("float32", "float16")
 
 
 def _normalise_name(name):
@@ -339,7 +344,93 @@ class _DistillerLogic:
     # ------------------------------------------------------------ the maths
     def call(self, inputs, training=None):
         """Returns the student's output (``predict`` gives the student's)."""
+        inputs, _ = self._split_cached(inputs)
         return self.student(inputs, training=training)
+
+    # ------------------------------------------------- teacher-output cache
+    @staticmethod
+    def _split_cached(x):
+        """Separates inputs from cached teacher outputs packed by `fit`."""
+        if isinstance(x, dict) and _CACHE_KEY in x:
+            return x[_INPUTS_KEY], x[_CACHE_KEY]
+        return x, None
+
+    def fit(self, x=None, y=None, *args, cache_teacher=False,
+            cache_dtype="float32", **kwargs):
+        """``Model.fit``, optionally with the teacher run only once.
+
+        With ``cache_teacher=True`` the teacher's outputs for every training
+        sample are computed once, in inference mode, before the first epoch
+        and kept in memory (``cache_dtype="float16"`` halves it); every epoch
+        then trains the student without running the teacher. The outputs
+        travel with their inputs through Keras's shuffling and
+        ``validation_split``, so they stay aligned. Only in-memory arrays
+        are accepted: a ``tf.data`` pipeline or a generator may change its
+        inputs from epoch to epoch (random augmentation), which would make
+        cached targets wrong. ``distiller.teacher_cache_info`` tells the
+        cache's size.
+
+        Args:
+            x, y: As for ``Model.fit``.
+            cache_teacher: Run the teacher once and cache its outputs.
+            cache_dtype: ``"float32"`` or ``"float16"``.
+            *args, **kwargs: As for ``Model.fit``.
+
+        Returns:
+            The ``History`` of ``Model.fit``.
+        """
+        if cache_teacher:
+            x = self._with_teacher_cache(
+                x, cache_dtype, kwargs.get("batch_size"),
+                kwargs.get("verbose", "auto"),
+            )
+        return super().fit(x, y, *args, **kwargs)
+
+    def _with_teacher_cache(self, x, cache_dtype, batch_size, verbose):
+        if cache_dtype not in _CACHE_DTYPES:
+            raise ValueError(
+                f"`cache_dtype` must be one of {_CACHE_DTYPES}, got "
+                f"{cache_dtype!r}."
+            )
+        leaves = tf.nest.flatten(x) if x is not None else []
+        if not leaves or not all(
+            isinstance(v, (np.ndarray, tf.Tensor)) for v in leaves
+        ):
+            raise ValueError(
+                "`cache_teacher=True` needs the training inputs `x` as "
+                "in-memory arrays (numpy arrays or tensors), got "
+                f"{type(x).__name__}. A tf.data pipeline, generator or "
+                "PyDataset may yield different inputs every epoch (random "
+                "augmentation, shuffled crops), and teacher outputs cached "
+                "from one epoch would then be wrong for the next. Pass "
+                "arrays, or leave cache_teacher=False to run the teacher on "
+                "every batch."
+            )
+        outputs = self.teacher.predict(x, batch_size=batch_size or 256,
+                                       verbose=0)
+        outputs = _single_tensor(outputs, "teacher")
+        outputs = np.asarray(outputs).astype(cache_dtype)
+        if not np.all(np.isfinite(outputs)):
+            raise ValueError(
+                "The teacher produced non-finite outputs (NaN or inf) for "
+                "some training samples"
+                + (" in float16; use cache_dtype='float32'."
+                   if cache_dtype == "float16" else
+                   ": check the teacher and the inputs.")
+            )
+        self.teacher_cache_info = {
+            "samples": int(outputs.shape[0]),
+            "shape": tuple(outputs.shape),
+            "dtype": cache_dtype,
+            "bytes": int(outputs.nbytes),
+        }
+        if verbose != 0:
+            print(
+                f"keras_distill: cached teacher outputs for "
+                f"{outputs.shape[0]} samples ({outputs.nbytes / 2**20:.1f} "
+                f"MiB, {cache_dtype})"
+            )
+        return {_INPUTS_KEY: x, _CACHE_KEY: outputs}
 
     def _logits(self, outputs, kind):
         outputs = tf.convert_to_tensor(outputs)
@@ -352,6 +443,12 @@ class _DistillerLogic:
     def _teacher_forward(self, x):
         out = _single_tensor(self.teacher(x, training=False), "teacher")
         return tf.stop_gradient(out)
+
+    def _teacher_outputs(self, x, cached):
+        """The teacher's outputs: from the cache, or one forward pass."""
+        if cached is None:
+            return self._teacher_forward(x)
+        return tf.cast(cached, tf.float32)
 
     def _distillation_per_sample(self, teacher_out, student_out):
         _check_shapes(teacher_out.shape, student_out.shape)
@@ -427,7 +524,8 @@ class _DistillerLogic:
                 "data has no labels. Pass `(x, y)`, or set alpha=0 to distil "
                 "on unlabelled data."
             )
-        teacher_out = self._teacher_forward(x)
+        x, cached = self._split_cached(x)
+        teacher_out = self._teacher_outputs(x, cached)
         replicas = _replicas()
         with tf.GradientTape() as tape:
             student_out = _single_tensor(
@@ -472,6 +570,7 @@ class _DistillerLogic:
         """
         self._require_compiled()
         x, y, sample_weight = self._unpack(data)
+        x, cached = self._split_cached(x)
         student_out = _single_tensor(
             self.student(x, training=False), "student"
         )
@@ -488,10 +587,9 @@ class _DistillerLogic:
             logs["loss"] = self._total_tracker.result()
             logs["student_loss"] = self._student_tracker.result()
         else:
+            teacher_out = self._teacher_outputs(x, cached)
             distill = _average(
-                self._distillation_per_sample(
-                    self._teacher_forward(x), student_out
-                ),
+                self._distillation_per_sample(teacher_out, student_out),
                 sample_weight,
                 self._distillation_reduction,
                 "distillation_loss_fn",
