@@ -10,6 +10,7 @@ student by itself, so the same code serves both.
 import functools
 import math
 import numbers
+import warnings
 
 import keras
 import numpy as np
@@ -171,6 +172,68 @@ def _average(values, sample_weight, reduction, argument):
 
 def _replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _nan_guard(flavour, student):
+    """A callback that keeps the student's last good weights.
+
+    If a batch's loss is NaN or infinite, training stops and the student's
+    weights and the optimizer's state are restored to the end of the last
+    epoch whose loss was finite (or to what they were before ``fit``), with
+    a warning.
+    """
+    k = _compat.keras_module(flavour)
+
+    class NaNGuard(k.callbacks.Callback):
+        def _state(self):
+            variables = self.model.optimizer.variables
+            variables = variables() if callable(variables) else variables
+            return list(student.weights) + list(variables)
+
+        def _snapshot(self):
+            self.good = [np.array(v.numpy(), copy=True) for v in self._state()]
+
+        def on_train_begin(self, logs=None):
+            optimizer = self.model.optimizer
+            if not getattr(optimizer, "built", True):
+                # Build it now so its slots can be restored too.
+                optimizer.build(self.model.trainable_weights)
+            self._snapshot()
+            self.good_epoch = None
+            self.failed = None
+            self.epoch = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not np.isfinite(float(loss)):
+                self.failed = (self.epoch, batch)
+                self.model.stop_training = True
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.failed is None:
+                self._snapshot()
+                self.good_epoch = epoch
+
+        def on_train_end(self, logs=None):
+            if self.failed is not None:
+                for variable, value in zip(self._state(), self.good):
+                    variable.assign(value)
+                since = ("the start of fit" if self.good_epoch is None
+                         else f"the end of epoch {self.good_epoch + 1}")
+                warnings.warn(
+                    f"keras_distill: the loss became NaN or infinite at epoch "
+                    f"{self.failed[0] + 1}, batch {self.failed[1] + 1}; "
+                    f"training stopped and the student's weights were "
+                    f"restored to {since}. Lower the learning rate or the "
+                    "temperature, or check the data for NaNs.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+    return NaNGuard()
 
 
 class _DistillerLogic:
@@ -384,6 +447,16 @@ class _DistillerLogic:
                 x, cache_dtype, kwargs.get("batch_size"),
                 kwargs.get("verbose", "auto"),
             )
+        if args:
+            # Positional batch_size, epochs, verbose, callbacks: as keywords.
+            names = ("batch_size", "epochs", "verbose", "callbacks")
+            for name, value in zip(names, args):
+                if name in kwargs:
+                    raise TypeError(f"fit() got multiple values for `{name}`")
+                kwargs[name] = value
+            args = args[len(names):]
+        guard = _nan_guard(self._flavour, self.student)
+        kwargs["callbacks"] = [guard] + list(kwargs.get("callbacks") or [])
         return super().fit(x, y, *args, **kwargs)
 
     def _with_teacher_cache(self, x, cache_dtype, batch_size, verbose):

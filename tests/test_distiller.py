@@ -475,3 +475,48 @@ def test_plain_function_losses(flavour):
     logs = one_batch_logs(d, x, y)
     np.testing.assert_allclose(logs["loss"], np_distill_loss(t, s, y, 0.5, 2.0)[0],
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_diverging_run_keeps_the_last_good_student_weights(flavour):
+    k = keras_module(flavour)
+    x, y = data(64)
+    student = mlp(flavour, (4,))
+    d = Distiller(student=student, teacher=mlp(flavour, (16,)))
+    compile_like_keras_io(d, k, optimizer=k.optimizers.Adam(1e-2))
+    d.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    good = [w.copy() for w in student.get_weights()]
+    # A NaN sample weight in the second batch makes the loss NaN there.
+    weights = np.ones(64)
+    weights[20] = np.nan
+    with pytest.warns(RuntimeWarning, match="epoch 1, batch 2.*restored to the start"):
+        history = d.fit(x, y, sample_weight=weights, epochs=3, batch_size=16,
+                        verbose=0, shuffle=False)
+    assert len(history.history["loss"]) == 1
+    for a, b in zip(good, student.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # A run that fails in its second epoch keeps the first epoch's weights.
+    epochs_seen = []
+
+    class PoisonSecondEpoch(k.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            epochs_seen.append([w.copy() for w in student.get_weights()])
+            if epoch == 0:
+                weights = student.get_weights()
+                weights[-1] = weights[-1] * np.nan  # output bias: logits NaN
+                student.set_weights(weights)
+
+    with pytest.warns(RuntimeWarning, match="restored to the end of epoch 1"):
+        d.fit(x, y, epochs=3, batch_size=16, verbose=0,
+              callbacks=[PoisonSecondEpoch()])
+    for a, b in zip(epochs_seen[0], student.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fit_accepts_keras_positional_arguments():
+    import keras
+    x, y = data(32)
+    d = _distiller()
+    compile_like_keras_io(d, keras)
+    history = d.fit(x, y, 16, 2, 0)
+    assert len(history.history["loss"]) == 2
