@@ -26,6 +26,7 @@ _NO_REDUCTION_ATTRIBUTE = object()
 # Keys of the input dict that carries cached teacher outputs through `fit`.
 _INPUTS_KEY = "keras_distill_inputs"
 _CACHE_KEY = "keras_distill_teacher_outputs"
+_CACHE_FEATURES_KEY = "keras_distill_teacher_features"
 _CACHE_DTYPES = ("float32", "float16")
 
 
@@ -174,7 +175,7 @@ def _replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
-def _nan_guard(flavour, student):
+def _nan_guard(distiller):
     """A callback that keeps the student's last good weights.
 
     If a batch's loss is NaN or infinite, training stops and the student's
@@ -182,22 +183,24 @@ def _nan_guard(flavour, student):
     epoch whose loss was finite (or to what they were before ``fit``), with
     a warning.
     """
-    k = _compat.keras_module(flavour)
+    k = _compat.keras_module(distiller._flavour)
 
     class NaNGuard(k.callbacks.Callback):
         def _state(self):
-            variables = self.model.optimizer.variables
+            variables = distiller.optimizer.variables
             variables = variables() if callable(variables) else variables
-            return list(student.weights) + list(variables)
+            return (list(distiller.student.weights)
+                    + list(distiller._extra_trainable_weights())
+                    + list(variables))
 
         def _snapshot(self):
             self.good = [np.array(v.numpy(), copy=True) for v in self._state()]
 
         def on_train_begin(self, logs=None):
-            optimizer = self.model.optimizer
+            optimizer = distiller.optimizer
             if not getattr(optimizer, "built", True):
                 # Build it now so its slots can be restored too.
-                optimizer.build(self.model.trainable_weights)
+                optimizer.build(distiller.trainable_weights)
             self._snapshot()
             self.good_epoch = None
             self.failed = None
@@ -240,6 +243,19 @@ class _DistillerLogic:
     """The distillation logic shared by the Keras 3 and tf_keras models."""
 
     _flavour = None  # "keras" or "tf_keras", set by each concrete class.
+    _model_init = None  # That flavour's Model.__init__.
+
+    def __init__(
+        self,
+        student,
+        teacher,
+        teacher_outputs="auto",
+        student_outputs="auto",
+        name="distiller",
+        **kwargs,
+    ):
+        self._model_init(name=name, **kwargs)
+        self._setup(student, teacher, teacher_outputs, student_outputs)
 
     # ------------------------------------------------------------------ setup
     def _setup(self, student, teacher, teacher_outputs, student_outputs):
@@ -355,6 +371,11 @@ class _DistillerLogic:
             self._student_reduction = _loss_reduction(
                 self._student_loss_fn, "student_loss_fn"
             )
+        k = _compat.keras_module(self._flavour)
+        self._feature_trackers = {
+            name: k.metrics.Mean(name=name)
+            for name in self._feature_term_names()
+        }
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
 
     def _resolve_loss(self, fn, argument):
@@ -381,11 +402,13 @@ class _DistillerLogic:
     @property
     def trainable_weights(self):
         """Only the student's trainable weights: the teacher never trains."""
-        return list(self.student.trainable_weights)
+        return list(self.student.trainable_weights) + list(
+            self._extra_trainable_weights()
+        )
 
     @property
     def non_trainable_weights(self):
-        seen = {id(w) for w in self.student.trainable_weights}
+        seen = {id(w) for w in self.trainable_weights}
         out = []
         for w in list(self.student.non_trainable_weights) + list(
             self.teacher.weights
@@ -398,24 +421,29 @@ class _DistillerLogic:
     # ---------------------------------------------------------------- metrics
     @property
     def metrics(self):
-        return [
-            self._total_tracker,
-            self._student_tracker,
-            self._distill_tracker,
-        ] + self._user_metric_objects()
+        return (
+            [self._total_tracker, self._student_tracker, self._distill_tracker]
+            + list(getattr(self, "_feature_trackers", {}).values())
+            + self._user_metric_objects()
+        )
 
     # ------------------------------------------------------------ the maths
     def call(self, inputs, training=None):
         """Returns the student's output (``predict`` gives the student's)."""
         inputs, _ = self._split_cached(inputs)
-        return self.student(inputs, training=training)
+        return self._student_forward(inputs, training=training)[0]
 
     # ------------------------------------------------- teacher-output cache
     @staticmethod
     def _split_cached(x):
-        """Separates inputs from cached teacher outputs packed by `fit`."""
+        """Separates inputs from cached teacher outputs packed by `fit`.
+
+        Returns ``(x, None)`` or ``(x, (outputs, features))``.
+        """
         if isinstance(x, dict) and _CACHE_KEY in x:
-            return x[_INPUTS_KEY], x[_CACHE_KEY]
+            return x[_INPUTS_KEY], (
+                x[_CACHE_KEY], x.get(_CACHE_FEATURES_KEY, {})
+            )
         return x, None
 
     def fit(self, x=None, y=None, *args, cache_teacher=False,
@@ -455,7 +483,7 @@ class _DistillerLogic:
                     raise TypeError(f"fit() got multiple values for `{name}`")
                 kwargs[name] = value
             args = args[len(names):]
-        guard = _nan_guard(self._flavour, self.student)
+        guard = _nan_guard(self)
         kwargs["callbacks"] = [guard] + list(kwargs.get("callbacks") or [])
         return super().fit(x, y, *args, **kwargs)
 
@@ -479,11 +507,13 @@ class _DistillerLogic:
                 "arrays, or leave cache_teacher=False to run the teacher on "
                 "every batch."
             )
-        outputs = self.teacher.predict(x, batch_size=batch_size or 256,
-                                       verbose=0)
-        outputs = _single_tensor(outputs, "teacher")
+        outputs, features = self._teacher_predict(x, batch_size or 256)
         outputs = np.asarray(outputs).astype(cache_dtype)
-        if not np.all(np.isfinite(outputs)):
+        features = {
+            name: np.asarray(value).astype(cache_dtype)
+            for name, value in features.items()
+        }
+        if not all(np.all(np.isfinite(v)) for v in [outputs, *features.values()]):
             raise ValueError(
                 "The teacher produced non-finite outputs (NaN or inf) for "
                 "some training samples"
@@ -491,19 +521,27 @@ class _DistillerLogic:
                    if cache_dtype == "float16" else
                    ": check the teacher and the inputs.")
             )
+        nbytes = outputs.nbytes + sum(v.nbytes for v in features.values())
         self.teacher_cache_info = {
             "samples": int(outputs.shape[0]),
             "shape": tuple(outputs.shape),
             "dtype": cache_dtype,
-            "bytes": int(outputs.nbytes),
+            "bytes": int(nbytes),
         }
+        if features:
+            self.teacher_cache_info["features"] = {
+                name: tuple(v.shape) for name, v in features.items()
+            }
         if verbose != 0:
             print(
                 f"keras_distill: cached teacher outputs for "
-                f"{outputs.shape[0]} samples ({outputs.nbytes / 2**20:.1f} "
-                f"MiB, {cache_dtype})"
+                f"{outputs.shape[0]} samples ({nbytes / 2**20:.1f} MiB, "
+                f"{cache_dtype})"
             )
-        return {_INPUTS_KEY: x, _CACHE_KEY: outputs}
+        packed = {_INPUTS_KEY: x, _CACHE_KEY: outputs}
+        if features:
+            packed[_CACHE_FEATURES_KEY] = features
+        return packed
 
     def _logits(self, outputs, kind):
         outputs = tf.convert_to_tensor(outputs)
@@ -513,15 +551,52 @@ class _DistillerLogic:
             outputs = tf.cast(outputs, tf.float32)
         return outputs
 
-    def _teacher_forward(self, x):
-        out = _single_tensor(self.teacher(x, training=False), "teacher")
-        return tf.stop_gradient(out)
+    # ------------------------------------------------------ extension points
+    # Feature distillers override these; the defaults distil logits alone.
+    def _student_forward(self, x, training):
+        """One student forward pass: ``(outputs, {feature name: tensor})``."""
+        return _single_tensor(self.student(x, training=training), "student"), {}
 
+    def _teacher_forward(self, x):
+        """One teacher forward pass in inference mode, without gradient:
+        ``(outputs, {feature name: tensor})``."""
+        out = _single_tensor(self.teacher(x, training=False), "teacher")
+        return tf.stop_gradient(out), {}
+
+    def _teacher_predict(self, x, batch_size):
+        """The teacher over a whole array (for the cache), as numpy:
+        ``(outputs, {feature name: array})``."""
+        out = self.teacher.predict(x, batch_size=batch_size, verbose=0)
+        return _single_tensor(out, "teacher"), {}
+
+    def _feature_term_names(self):
+        """Names of the extra loss terms `_feature_terms` returns (logged)."""
+        return ()
+
+    def _feature_terms(self, teacher_features, student_features,
+                       sample_weight):
+        """Extra loss terms: ``{name: (weight, this replica's loss)}``.
+
+        Reduce per-sample values with ``_average`` so that ``sample_weight``
+        and ``tf.distribute`` are handled like the logits terms.
+        """
+        return {}
+
+    def _extra_trainable_weights(self):
+        """Weights that train with the student but are not part of it
+        (e.g. adapters)."""
+        return []
+
+    # -----------------------------------------------------------------------
     def _teacher_outputs(self, x, cached):
-        """The teacher's outputs: from the cache, or one forward pass."""
+        """The teacher's ``(outputs, features)``: from the cache, or one
+        forward pass."""
         if cached is None:
             return self._teacher_forward(x)
-        return tf.cast(cached, tf.float32)
+        outputs, features = cached
+        return tf.cast(outputs, tf.float32), {
+            name: tf.cast(value, tf.float32) for name, value in features.items()
+        }
 
     def _distillation_per_sample(self, teacher_out, student_out):
         _check_shapes(teacher_out.shape, student_out.shape)
@@ -598,11 +673,11 @@ class _DistillerLogic:
                 "on unlabelled data."
             )
         x, cached = self._split_cached(x)
-        teacher_out = self._teacher_outputs(x, cached)
+        teacher_out, teacher_features = self._teacher_outputs(x, cached)
         replicas = _replicas()
         with tf.GradientTape() as tape:
-            student_out = _single_tensor(
-                self.student(x, training=True), "student"
+            student_out, student_features = self._student_forward(
+                x, training=True
             )
             distill = _average(
                 self._distillation_per_sample(teacher_out, student_out),
@@ -615,6 +690,11 @@ class _DistillerLogic:
             if use_student_loss:
                 student_term = self._student_term(y, student_out, sample_weight)
                 total = total + self.alpha * student_term
+            feature_terms = self._feature_terms(
+                teacher_features, student_features, sample_weight
+            )
+            for weight, value in feature_terms.values():
+                total = total + weight * value
             regularisation = self._regularisation()
             if regularisation is not None:
                 total = total + regularisation
@@ -628,6 +708,10 @@ class _DistillerLogic:
             logs["student_loss"] = self._student_tracker.result()
         self._distill_tracker.update_state(distill * replicas)
         logs["distillation_loss"] = self._distill_tracker.result()
+        for name, (_, value) in feature_terms.items():
+            tracker = self._feature_trackers[name]
+            tracker.update_state(value * replicas)
+            logs[name] = tracker.result()
         if y is not None:
             self._update_user_metrics(y, student_out, sample_weight)
             logs.update(self._user_metric_results())
@@ -644,9 +728,7 @@ class _DistillerLogic:
         self._require_compiled()
         x, y, sample_weight = self._unpack(data)
         x, cached = self._split_cached(x)
-        student_out = _single_tensor(
-            self.student(x, training=False), "student"
-        )
+        student_out, _ = self._student_forward(x, training=False)
         replicas = _replicas()
         logs = {}
         if y is not None and self._student_loss_fn is not None:
@@ -660,7 +742,7 @@ class _DistillerLogic:
             logs["loss"] = self._total_tracker.result()
             logs["student_loss"] = self._student_tracker.result()
         else:
-            teacher_out = self._teacher_outputs(x, cached)
+            teacher_out, _ = self._teacher_outputs(x, cached)
             distill = _average(
                 self._distillation_per_sample(teacher_out, student_out),
                 sample_weight,
@@ -773,22 +855,12 @@ class Distiller(_DistillerLogic, keras.Model):
 
     _flavour = _compat.KERAS3
 
-    def __new__(cls, student=None, teacher=None, *args, **kwargs):
-        if cls is Distiller and _compat.flavour_of(student) == _compat.TF_KERAS:
-            return _tf_keras_distiller_class()(student, teacher, *args, **kwargs)
-        return super().__new__(cls, student, teacher, *args, **kwargs)
+    _model_init = keras.Model.__init__
 
-    def __init__(
-        self,
-        student,
-        teacher,
-        teacher_outputs="auto",
-        student_outputs="auto",
-        name="distiller",
-        **kwargs,
-    ):
-        super().__init__(name=name, **kwargs)
-        self._setup(student, teacher, teacher_outputs, student_outputs)
+    def __new__(cls, student=None, teacher=None, *args, **kwargs):
+        if _compat.flavour_of(student) == _compat.TF_KERAS:
+            return _tf_keras_variant(cls)(student, teacher, *args, **kwargs)
+        return super().__new__(cls, student, teacher, *args, **kwargs)
 
     # Keras 3 specifics ------------------------------------------------------
     def _apply_gradients(self, tape, loss):
@@ -811,17 +883,51 @@ class Distiller(_DistillerLogic, keras.Model):
         return dict(compiled.result()) if compiled is not None else {}
 
 
-def _tf_keras_init(
-    self,
-    student,
-    teacher,
-    teacher_outputs="auto",
-    student_outputs="auto",
-    name="distiller",
-    **kwargs,
-):
-    self._tf_keras_model_init(name=name, **kwargs)
-    self._setup(student, teacher, teacher_outputs, student_outputs)
+def distiller_class(logic, name, doc):
+    """Makes a public distiller class from a logic mixin.
+
+    ``logic`` subclasses ``_DistillerLogic`` and holds all the behaviour
+    (its ``__init__`` calls ``super().__init__(student, teacher, ...)``).
+    The returned class is a Keras 3 model; constructed with a ``tf_keras``
+    student it returns an instance of the same logic on ``tf_keras.Model``.
+
+    Args:
+        logic: The mixin class.
+        name: The public class name.
+        doc: Its docstring.
+
+    Returns:
+        A subclass of `Distiller`.
+
+    Example:
+    >>> class _Quiet(_DistillerLogic):
+    ...     pass
+    >>> Quiet = distiller_class(_Quiet, "Quiet", "A distiller.")
+    >>> issubclass(Quiet, Distiller)
+    True
+    """
+    cls = type(name, (logic, Distiller), {"__doc__": doc,
+                                           "__module__": logic.__module__})
+    return keras.saving.register_keras_serializable(package="keras_distill")(cls)
+
+
+@functools.lru_cache(maxsize=None)
+def _tf_keras_variant(cls):
+    """The tf_keras class with the same logic as the Keras 3 class ``cls``."""
+    base = _tf_keras_distiller_class()
+    if cls is Distiller:
+        return base
+    mixins = tuple(
+        b for b in cls.__mro__
+        if issubclass(b, _DistillerLogic) and not issubclass(b, keras.Model)
+        and b is not _DistillerLogic
+    )
+    import tf_keras
+
+    variant = type(f"TfKeras{cls.__name__}", mixins + (base,),
+                   {"__doc__": cls.__doc__, "__module__": cls.__module__})
+    return tf_keras.saving.register_keras_serializable(
+        package="keras_distill")(variant)
 
 
 @functools.lru_cache(maxsize=None)
@@ -849,8 +955,7 @@ def _tf_keras_distiller_class():
         """
 
         _flavour = _compat.TF_KERAS
-        _tf_keras_model_init = tf_keras.Model.__init__
-        __init__ = _tf_keras_init
+        _model_init = tf_keras.Model.__init__
 
         def _apply_gradients(self, tape, loss):
             self.optimizer.minimize(loss, self.trainable_weights, tape=tape)

@@ -520,3 +520,35 @@ def test_fit_accepts_keras_positional_arguments():
     compile_like_keras_io(d, keras)
     history = d.fit(x, y, 16, 2, 0)
     assert len(history.history["loss"]) == 2
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_extension_classes_get_both_flavours(flavour):
+    """A logic mixin made public with distiller_class works for both flavours."""
+    from keras_distill.distiller import _DistillerLogic, distiller_class
+
+    k = keras_module(flavour)
+
+    class _Doubled(_DistillerLogic):
+        def __init__(self, student, teacher, factor=2.0, **kwargs):
+            super().__init__(student, teacher, **kwargs)
+            self.factor = factor
+
+        def _feature_term_names(self):
+            return ("extra_loss",)
+
+        def _feature_terms(self, teacher_features, student_features, sample_weight):
+            return {"extra_loss": (self.factor, tf.constant(1.0))}
+
+    Doubled = distiller_class(_Doubled, "Doubled", "Adds factor * 1 to the loss.")
+    x, y = data(32)
+    teacher, student = mlp(flavour), mlp(flavour, (4,), seed=3)
+    t = teacher.predict(x, verbose=0)
+    s = student.predict(x, verbose=0)
+    d = Doubled(student, teacher, factor=3.0)
+    assert isinstance(d, k.Model) and d.factor == 3.0
+    compile_like_keras_io(d, k, optimizer=k.optimizers.SGD(0.0))
+    logs = one_batch_logs(d, x, y)
+    assert logs["extra_loss"] == 1.0
+    np.testing.assert_allclose(logs["loss"], np_distill_loss(t, s, y, 0.1, 10)[0] + 3.0,
+                               rtol=1e-5)
