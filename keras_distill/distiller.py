@@ -178,7 +178,7 @@ def _replicas():
 def _nan_guard(distiller):
     """A callback that keeps the student's last good weights.
 
-    If a batch's loss is NaN or infinite, training stops and the student's
+    If an epoch's loss is NaN or infinite, training stops and the student's
     weights and the optimizer's state are restored to the end of the last
     epoch whose loss was finite (or to what they were before ``fit``), with
     a warning.
@@ -204,19 +204,16 @@ def _nan_guard(distiller):
             self._snapshot()
             self.good_epoch = None
             self.failed = None
-            self.epoch = 0
 
-        def on_train_batch_end(self, batch, logs=None):
+        # Checked once an epoch, not every batch: a per-batch hook would make
+        # Keras synchronise with the device after every step. The epoch's
+        # mean loss is NaN/inf as soon as one batch's is.
+        def on_epoch_end(self, epoch, logs=None):
             loss = (logs or {}).get("loss")
             if loss is not None and not np.isfinite(float(loss)):
-                self.failed = (self.epoch, batch)
+                self.failed = epoch
                 self.model.stop_training = True
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
-        def on_epoch_end(self, epoch, logs=None):
-            if self.failed is None:
+            else:
                 self._snapshot()
                 self.good_epoch = epoch
 
@@ -227,8 +224,8 @@ def _nan_guard(distiller):
                 since = ("the start of fit" if self.good_epoch is None
                          else f"the end of epoch {self.good_epoch + 1}")
                 warnings.warn(
-                    f"keras_distill: the loss became NaN or infinite at epoch "
-                    f"{self.failed[0] + 1}, batch {self.failed[1] + 1}; "
+                    f"keras_distill: the loss became NaN or infinite in epoch "
+                    f"{self.failed + 1}; "
                     f"training stopped and the student's weights were "
                     f"restored to {since}. Lower the learning rate or the "
                     "temperature, or check the data for NaNs.",
