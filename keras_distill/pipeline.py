@@ -18,7 +18,7 @@ from keras_distill import datasets
 from keras_distill.distiller import Distiller
 from keras_distill.models import build_student, build_teacher
 
-QUICK = dict(train_samples=6000, test_samples=2000, teacher_epochs=2, epochs=3)
+QUICK = dict(train_samples=12000, test_samples=2000, teacher_epochs=3, epochs=5)
 
 
 @dataclasses.dataclass
@@ -44,6 +44,7 @@ class PipelineConfig:
     cache_dir: str = None
     output_dir: str = None
     allow_download: bool = True
+    export: bool = True  # .tflite artifacts, measured by running them
     verbose: int = 0
 
     def validate(self):
@@ -299,12 +300,52 @@ def run_pipeline(config, log=print):
     rows.append({"name": "student (distilled)", "params": distilled.count_params(),
                  "test_accuracy": _accuracy(distilled, xt, yt),
                  "train_seconds": seconds})
+    results = {"config": dataclasses.asdict(config), "rows": rows, "artifacts": []}
     if config.output_dir:
         os.makedirs(config.output_dir, exist_ok=True)
         atomic_save_weights(
             distilled, os.path.join(config.output_dir, "student_distilled.weights.h5")
         )
-    return {"config": dataclasses.asdict(config), "rows": rows}
+        if config.export:
+            log("export: .tflite files, each run with the LiteRT interpreter "
+                "on the test set")
+            results["artifacts"] = export_artifacts(
+                config.output_dir,
+                [("teacher", teacher), ("student (scratch)", scratch),
+                 ("student (distilled)", distilled)],
+                distilled, x, xt, yt)
+    return results
+
+
+def export_artifacts(output_dir, float_models, int8_model, x_train, x_test, y_test):
+    """Exports each model to float32 ``.tflite`` and ``int8_model`` to int8.
+
+    Returns:
+        The `keras_distill.report.measure_artifact` rows.
+
+    Example:
+    >>> import numpy as np, tempfile
+    >>> m = build_student("mlp")
+    >>> x = np.zeros((8, 28, 28, 1), "float32"); y = np.zeros(8, "int64")
+    >>> rows = export_artifacts(tempfile.mkdtemp(), [("s", m)], m, x, x, y)
+    >>> [r["format"] for r in rows]
+    ['tflite float32', 'tflite int8']
+    """
+    from keras_distill.report import measure_artifact
+
+    rows = []
+    for name, model in float_models:
+        file = name.replace(" (", "_").replace(")", "").replace(" ", "_")
+        rows.append(measure_artifact(
+            name, model, os.path.join(output_dir, f"{file}.tflite"), x_test, y_test))
+    rng = np.random.default_rng(0)
+    calibration = x_train[rng.choice(len(x_train), min(1000, len(x_train)),
+                                     replace=False)]
+    rows.append(measure_artifact(
+        "student (distilled), int8", int8_model,
+        os.path.join(output_dir, "student_distilled_int8.tflite"), x_test, y_test,
+        quantization="int8", representative_data=calibration))
+    return rows
 
 
 def format_table(rows):

@@ -28,7 +28,21 @@ def test_main_job_runs_and_caches_the_teacher(tmp_path, capsys):
     assert rows["teacher"]["test_accuracy"] > 0.5
     assert rows["student (scratch)"]["test_accuracy"] > 0.3
     assert os.path.exists(tmp_path / "out" / "student_distilled.weights.h5")
+    # Every artifact was exported and measured by running the .tflite file.
+    artifacts = {r["name"]: r for r in results["artifacts"]}
+    assert set(artifacts) == {"teacher", "student (scratch)", "student (distilled)",
+                              "student (distilled), int8"}
+    for row in artifacts.values():
+        assert (tmp_path / "out" / row["file"]).stat().st_size == row["size_bytes"]
+        assert row["latency_median_us"] > 0
+    assert artifacts["student (distilled)"]["agreement"] == 1.0
+    int8 = artifacts["student (distilled), int8"]
+    assert int8["size_bytes"] < 0.5 * artifacts["student (distilled)"]["size_bytes"]
+    assert abs(int8["test_accuracy"] - rows["student (distilled)"]["test_accuracy"]) < 0.03
+    assert (tmp_path / "out" / "accuracy_vs_size.png").stat().st_size > 1000
+    assert "| student (distilled), int8 |" in (tmp_path / "out" / "results.md").read_text()
 
+    args.append("--no-export")
     assert cli.main(args) == 0
     second = capsys.readouterr().out
     assert "teacher: loaded from cache" in second
