@@ -326,6 +326,16 @@ class _DistillerLogic:
             temperature: Softening temperature T > 0.
             **kwargs: Passed on to ``Model.compile`` (``jit_compile``,
                 ``steps_per_execution``, ``run_eagerly``, ...).
+
+        Example:
+        >>> import keras
+        >>> make = lambda: keras.Sequential([keras.Input((8,)),
+        ...                                  keras.layers.Dense(3)])
+        >>> d = Distiller(student=make(), teacher=make())
+        >>> d.compile(optimizer="adam", alpha=0.5, temperature=2.0,
+        ...           student_loss_fn="sparse_categorical_crossentropy")
+        >>> d.alpha, d.temperature
+        (0.5, 2.0)
         """
         if "loss" in kwargs:
             raise ValueError(
@@ -466,6 +476,19 @@ class _DistillerLogic:
 
         Returns:
             The ``History`` of ``Model.fit``.
+
+        Example:
+        >>> import numpy as np, keras
+        >>> x = np.random.rand(64, 8).astype("float32")
+        >>> y = np.random.randint(0, 3, 64)
+        >>> make = lambda: keras.Sequential([keras.Input((8,)),
+        ...                                  keras.layers.Dense(3)])
+        >>> d = Distiller(student=make(), teacher=make())
+        >>> d.compile(optimizer="adam", student_loss_fn=keras.losses.
+        ...           SparseCategoricalCrossentropy(from_logits=True))
+        >>> _ = d.fit(x, y, epochs=2, verbose=0, cache_teacher=True)
+        >>> d.teacher_cache_info["bytes"]  # 64 samples x 3 logits x 4 bytes
+        768
         """
         if cache_teacher:
             x = self._with_teacher_cache(
