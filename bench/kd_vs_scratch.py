@@ -43,7 +43,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--teacher-epochs", type=int, default=5)
     parser.add_argument("--student", default="cnn", choices=["cnn", "mlp"])
-    parser.add_argument("--configs", type=parse_configs, default="0.1:4",
+    parser.add_argument("--configs", type=parse_configs, default="0.5:2,0.1:4",
                         help="comma-separated alpha:temperature pairs")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__),
                                                       "results", "kd_vs_scratch"))

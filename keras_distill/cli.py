@@ -29,9 +29,10 @@ def build_parser():
     parser.add_argument("--epochs", type=int, help="student epochs (default 10)")
     parser.add_argument("--teacher-epochs", type=int, help="teacher epochs (default 5)")
     parser.add_argument("--student", choices=["cnn", "mlp"], default="cnn")
-    parser.add_argument("--alpha", type=float, default=0.1,
-                        help="weight of the hard-label loss (default 0.1)")
-    parser.add_argument("--temperature", type=float, default=4.0)
+    parser.add_argument("--alpha", type=float, default=0.5,
+                        help="weight of the hard-label loss (default 0.5)")
+    parser.add_argument("--temperature", type=float, default=2.0,
+                        help="softening temperature (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--train-samples", type=int,
