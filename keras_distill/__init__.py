@@ -11,7 +11,33 @@ True
 
 from keras_distill import losses
 from keras_distill.distiller import Distiller
+from keras_distill.features import (
+    AttentionDistiller,
+    FeatureDistiller,
+    FeaturePair,
+    FSPDistiller,
+    FSPPair,
+    L2Distiller,
+    MultiTeacherDistiller,
+    RKDDistiller,
+    tap_model,
+    teacher_ensemble,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["Distiller", "losses", "__version__"]
+__all__ = [
+    "Distiller",
+    "losses",
+    "__version__",
+    "AttentionDistiller",
+    "FeatureDistiller",
+    "FeaturePair",
+    "FSPDistiller",
+    "FSPPair",
+    "L2Distiller",
+    "MultiTeacherDistiller",
+    "RKDDistiller",
+    "tap_model",
+    "teacher_ensemble",
+]
