@@ -10,7 +10,7 @@ True
 """
 
 from keras_distill import losses
-from keras_distill.distiller import Distiller
+from keras_distill.distiller import DecoupledKD, Distiller
 from keras_distill.features import (
     AttentionDistiller,
     FeatureDistiller,
@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Distiller",
+    "DecoupledKD",
     "losses",
     "__version__",
     "AttentionDistiller",

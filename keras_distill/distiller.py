@@ -30,6 +30,34 @@ _CACHE_FEATURES_KEY = "keras_distill_teacher_features"
 _CACHE_DTYPES = ("float32", "float16")
 
 
+class DecoupledKD:
+    """Selects decoupled knowledge distillation as the distillation loss.
+
+    ``distiller.compile(distillation_loss_fn=DecoupledKD(alpha=1.0,
+    beta=8.0), temperature=4.0, ...)`` replaces the KL term by
+    `keras_distill.losses.dkd_loss` (Zhao et al., "Decoupled Knowledge
+    Distillation", CVPR 2022): ``alpha`` weighs the target-class term
+    (TCKD), ``beta`` the non-target term (NCKD), both T²-scaled. It needs
+    the labels, so ``fit`` must get ``(x, y)``; the Distiller's own
+    ``alpha`` still weighs the hard-label loss against it.
+
+    Args:
+        alpha: Weight of TCKD (>= 0).
+        beta: Weight of NCKD (>= 0); the paper uses 8 on CIFAR-100.
+
+    Example:
+    >>> DecoupledKD(beta=4.0)
+    DecoupledKD(alpha=1.0, beta=4.0)
+    """
+
+    def __init__(self, alpha=1.0, beta=8.0):
+        self.alpha = kd_losses._check_weight(alpha, "alpha")
+        self.beta = kd_losses._check_weight(beta, "beta")
+
+    def __repr__(self):
+        return f"DecoupledKD(alpha={self.alpha}, beta={self.beta})"
+
+
 def _normalise_name(name):
     return name.lower().replace("_", "").replace("-", "").replace(" ", "")
 
@@ -362,7 +390,10 @@ class _DistillerLogic:
                 "`distillation_loss_fn` must not be None: use the default "
                 "'kl_divergence' or a Keras loss."
             )
-        if _is_kl_divergence(distillation_loss_fn):
+        if isinstance(distillation_loss_fn, DecoupledKD):
+            self._distillation_loss_fn = distillation_loss_fn
+            self._distillation_reduction = "mean"
+        elif _is_kl_divergence(distillation_loss_fn):
             self._distillation_reduction = _loss_reduction(
                 distillation_loss_fn, "distillation_loss_fn"
             )
@@ -618,12 +649,24 @@ class _DistillerLogic:
             name: tf.cast(value, tf.float32) for name, value in features.items()
         }
 
-    def _distillation_per_sample(self, teacher_out, student_out):
+    def _distillation_per_sample(self, teacher_out, student_out, y=None):
         _check_shapes(teacher_out.shape, student_out.shape)
         _check_class_axis(teacher_out.shape, "teacher")
         t = self._logits(teacher_out, self.teacher_outputs)
         s = self._logits(student_out, self.student_outputs)
         temperature = self.temperature
+        if isinstance(self._distillation_loss_fn, DecoupledKD):
+            if y is None:
+                raise ValueError(
+                    "DecoupledKD needs the labels (its target-class term uses "
+                    "them): pass `(x, y)` to fit/evaluate, or use the default "
+                    "KL divergence to distil unlabelled data."
+                )
+            dkd = self._distillation_loss_fn
+            return kd_losses.dkd_loss(
+                t, s, y, alpha=dkd.alpha, beta=dkd.beta,
+                temperature=temperature, reduction="none",
+            )
         if self._distillation_loss_fn == "kl_divergence":
             return kd_losses.kd_loss(t, s, temperature, reduction="none")
         t_soft = tf.nn.softmax(t / temperature, axis=-1)
@@ -700,7 +743,7 @@ class _DistillerLogic:
                 x, training=True
             )
             distill = _average(
-                self._distillation_per_sample(teacher_out, student_out),
+                self._distillation_per_sample(teacher_out, student_out, y),
                 sample_weight,
                 self._distillation_reduction,
                 "distillation_loss_fn",
@@ -764,7 +807,7 @@ class _DistillerLogic:
         else:
             teacher_out, _ = self._teacher_outputs(x, cached)
             distill = _average(
-                self._distillation_per_sample(teacher_out, student_out),
+                self._distillation_per_sample(teacher_out, student_out, y),
                 sample_weight,
                 self._distillation_reduction,
                 "distillation_loss_fn",

@@ -1025,11 +1025,11 @@ class _FeatureLogic(_DistillerLogic):
             weights += list(layer.trainable_weights)
         return weights
 
-    def _distillation_per_sample(self, teacher_out, student_out):
+    def _distillation_per_sample(self, teacher_out, student_out, y=None):
         if self.logits_weight == 0.0:
             _check_shapes(teacher_out.shape, student_out.shape)
             return tf.zeros(tf.shape(student_out)[:-1], tf.float32)
-        values = super()._distillation_per_sample(teacher_out, student_out)
+        values = super()._distillation_per_sample(teacher_out, student_out, y)
         if self.logits_weight != 1.0:
             values = values * self.logits_weight
         return values

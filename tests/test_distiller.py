@@ -552,3 +552,29 @@ def test_extension_classes_get_both_flavours(flavour):
     assert logs["extra_loss"] == 1.0
     np.testing.assert_allclose(logs["loss"], np_distill_loss(t, s, y, 0.1, 10)[0] + 3.0,
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_decoupled_kd(flavour):
+    from keras_distill import DecoupledKD, losses
+
+    k = keras_module(flavour)
+    x, y = data(32)
+    teacher, student = mlp(flavour, (16,)), mlp(flavour, (4,), seed=3)
+    t = teacher.predict(x, verbose=0)
+    s = student.predict(x, verbose=0)
+    d = Distiller(student=student, teacher=teacher)
+    compile_like_keras_io(d, k, optimizer=k.optimizers.SGD(0.0), alpha=0.2,
+                          temperature=4.0,
+                          distillation_loss_fn=DecoupledKD(alpha=1.0, beta=2.0))
+    logs = one_batch_logs(d, x, y)
+    want = float(losses.dkd_loss(t, s, y, alpha=1.0, beta=2.0, temperature=4.0))
+    np.testing.assert_allclose(logs["distillation_loss"], want, rtol=1e-5)
+    _, student_loss, _ = np_distill_loss(t, s, y, 0.2, 4.0)
+    np.testing.assert_allclose(logs["loss"], 0.2 * student_loss + 0.8 * want, rtol=1e-5)
+    d.compile(optimizer=k.optimizers.SGD(0.0), alpha=0.0,
+              distillation_loss_fn=DecoupledKD())
+    with pytest.raises(ValueError, match="DecoupledKD needs the labels"):
+        d.fit(x, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="beta"):
+        DecoupledKD(beta=-1.0)
