@@ -45,6 +45,9 @@ def main(argv=None):
     parser.add_argument("--student", default="cnn", choices=["cnn", "mlp"])
     parser.add_argument("--configs", type=parse_configs, default="0.5:2,0.1:4",
                         help="comma-separated alpha:temperature pairs")
+    parser.add_argument("--methods", default="kd",
+                        help="comma-separated --method values of the main job, "
+                        "e.g. kd,dkd,kd+l2,kd+at,kd+fsp")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__),
                                                       "results", "kd_vs_scratch"))
     args = parser.parse_args(argv)
@@ -67,11 +70,13 @@ def main(argv=None):
                      "params": student.count_params(),
                      "test_accuracy": pipeline._accuracy(student, xt, yt)})
         print(json.dumps(runs[-1]), flush=True)
-        for alpha, temperature in args.configs:
+        for method, (alpha, temperature) in (
+                (m, c) for m in args.methods.split(",") for c in args.configs):
             config = dataclasses.replace(base, seed=seed, alpha=alpha,
-                                         temperature=temperature)
+                                         temperature=temperature, method=method)
             student, seconds = pipeline.train_distilled(config, teacher, x, y)
-            runs.append({"method": f"KD alpha={alpha:g} T={temperature:g}",
+            label = "KD" if method == "kd" else method.upper()
+            runs.append({"method": f"{label} alpha={alpha:g} T={temperature:g}",
                          "seed": seed, "seconds": seconds,
                          "params": student.count_params(),
                          "test_accuracy": pipeline._accuracy(student, xt, yt)})

@@ -29,6 +29,9 @@ def build_parser():
     parser.add_argument("--epochs", type=int, help="student epochs (default 10)")
     parser.add_argument("--teacher-epochs", type=int, help="teacher epochs (default 5)")
     parser.add_argument("--student", choices=["cnn", "mlp"], default="cnn")
+    parser.add_argument("--method", default="kd",
+                        help="distillation: kd or dkd (logits) and/or l2, at, fsp, rkd "
+                        "(features), joined by '+', e.g. kd+at (default kd)")
     parser.add_argument("--alpha", type=float, default=0.5,
                         help="weight of the hard-label loss (default 0.5)")
     parser.add_argument("--temperature", type=float, default=2.0,
@@ -74,6 +77,7 @@ def main(argv=None):
         epochs=pick(args.epochs, "epochs", 10),
         teacher_epochs=pick(args.teacher_epochs, "teacher_epochs", 5),
         student=args.student,
+        method=args.method,
         alpha=args.alpha,
         temperature=args.temperature,
         seed=args.seed,

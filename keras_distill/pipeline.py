@@ -18,6 +18,14 @@ from keras_distill import datasets
 from keras_distill.distiller import Distiller
 from keras_distill.models import build_student, build_teacher
 
+# --method tokens: a logits term ("kd" or "dkd") and/or feature terms between
+# the reference models' layers (see models.py for the names).
+LOGITS_METHODS = ("kd", "dkd")
+FEATURE_METHODS = ("l2", "at", "fsp", "rkd")
+# The cache holds every tapped teacher feature map of the training set; past
+# this size the teacher runs online instead.
+CACHE_LIMIT_BYTES = 1 << 30
+
 QUICK = dict(train_samples=12000, test_samples=2000, teacher_epochs=3, epochs=5)
 
 
@@ -33,6 +41,7 @@ class PipelineConfig:
     epochs: int = 10
     teacher_epochs: int = 5
     student: str = "cnn"
+    method: str = "kd"
     alpha: float = 0.5  # measured best of our sweeps (bench/kd_vs_scratch.py)
     temperature: float = 2.0
     seed: int = 0
@@ -61,6 +70,7 @@ class PipelineConfig:
                 )
         if self.student not in ("cnn", "mlp"):
             raise ValueError(f"`student` must be 'cnn' or 'mlp', got {self.student!r}.")
+        parse_method(self.method, self.student)
         if not (0.0 <= self.alpha <= 1.0):
             raise ValueError(f"`alpha` must be in [0, 1], got {self.alpha!r}.")
         if not (self.temperature > 0 and np.isfinite(self.temperature)):
@@ -227,6 +237,83 @@ def train_scratch(config, x, y):
     return student, time.perf_counter() - start
 
 
+def parse_method(method, student="cnn"):
+    """Splits a ``--method`` such as ``"kd+l2"`` into its logits and feature parts.
+
+    Args:
+        method: ``+``-joined tokens: at most one of ``kd``/``dkd`` (the
+            logits term; none means feature terms alone) and any of ``l2``
+            (FitNets hint on ``block2_pool``), ``at`` (attention transfer on
+            ``block1_pool`` and ``block2_pool``), ``fsp`` (FSP between
+            ``block1_pool`` and the next conv) and ``rkd`` (relational KD on
+            the ``fc`` embeddings).
+        student: ``"cnn"`` or ``"mlp"``; the MLP has no feature maps, so
+            only ``rkd`` of the feature terms applies to it.
+
+    Returns:
+        ``(logits, features)``: ``"kd"``, ``"dkd"`` or ``None``, and a tuple.
+
+    Example:
+    >>> parse_method("kd+l2")
+    ('kd', ('l2',))
+    >>> parse_method("fsp")
+    (None, ('fsp',))
+    """
+    if not isinstance(method, str) or not method:
+        raise ValueError(f"`method` must be a string such as 'kd' or 'kd+l2', got {method!r}.")
+    tokens = method.lower().split("+")
+    unknown = [t for t in tokens if t not in LOGITS_METHODS + FEATURE_METHODS]
+    if unknown:
+        raise ValueError(
+            f"`method`={method!r} has unknown part(s) {unknown}: use '+'-joined "
+            f"names from {LOGITS_METHODS + FEATURE_METHODS}, e.g. 'kd+at'.")
+    logits = [t for t in tokens if t in LOGITS_METHODS]
+    if len(logits) > 1:
+        raise ValueError(f"`method`={method!r} names two logits terms {logits}: pick one.")
+    features = tuple(dict.fromkeys(t for t in tokens if t in FEATURE_METHODS))
+    if student == "mlp" and set(features) - {"rkd"}:
+        raise ValueError(
+            f"`method`={method!r}: the MLP student has no feature maps; of the "
+            "feature terms only 'rkd' applies to it (use --student cnn).")
+    return (logits[0] if logits else None), features
+
+
+def feature_pairs(features):
+    """The reference models' layer pairs for the feature tokens of a method.
+
+    Example:
+    >>> [p.name for p in feature_pairs(("l2", "rkd"))]
+    ['hint_block2_pool', 'rkd_fc']
+    """
+    from keras_distill.features import FeaturePair, FSPPair
+
+    pairs = []
+    if "l2" in features:
+        pairs.append(FeaturePair("block2_pool", "block2_pool", loss="l2",
+                                 adapter="auto", name="hint_block2_pool"))
+    if "at" in features:
+        for layer in ("block1_pool", "block2_pool"):
+            pairs.append(FeaturePair(layer, layer, loss="at", weight=10.0,
+                                     name=f"at_{layer}"))
+    if "fsp" in features:
+        pairs.append(FSPPair("block1_pool", "block2a_relu", "block1_pool",
+                             "block2_conv", adapter="auto", name="fsp_block1_2"))
+    if "rkd" in features:
+        pairs.append(FeaturePair("fc", "fc", loss="rkd", name="rkd_fc"))
+    return pairs
+
+
+def _cache_bytes(teacher, pairs, n):
+    """Bytes a float32 cache of the teacher's logits and tapped maps takes."""
+    layers = set()
+    for pair in pairs:
+        layers |= {getattr(pair, a) for a in ("teacher_layer", "teacher_first",
+                                              "teacher_second") if hasattr(pair, a)}
+    shapes = [teacher.outputs[0].shape] + [teacher.get_layer(n_).output.shape
+                                           for n_ in layers]
+    return 4 * n * sum(int(np.prod(shape[1:])) for shape in shapes)
+
+
 def train_distilled(config, teacher, x, y):
     """Trains the same student (same initial weights) with a `Distiller`.
 
@@ -241,20 +328,33 @@ def train_distilled(config, teacher, x, y):
     >>> seconds > 0
     True
     """
+    from keras_distill.distiller import DecoupledKD
+
+    logits, features = parse_method(config.method, config.student)
     keras.utils.set_random_seed(config.seed)
     student = build_student(config.student, seed=config.seed)
-    distiller = Distiller(student=student, teacher=teacher)
+    pairs = feature_pairs(features)
+    if pairs:
+        from keras_distill.features import FeatureDistiller
+
+        distiller = FeatureDistiller(student, teacher, pairs=pairs,
+                                     logits_weight=1.0 if logits else 0.0)
+    else:
+        distiller = Distiller(student=student, teacher=teacher)
     distiller.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         student_loss_fn=_ce(),
+        distillation_loss_fn=DecoupledKD() if logits == "dkd" else "kl_divergence",
         alpha=config.alpha,
         temperature=config.temperature,
     )
-    start = time.perf_counter()
     # In-memory arrays, no augmentation: the teacher's outputs are the same
-    # every epoch, so it runs once (see Distiller.fit).
+    # every epoch, so it runs once (see Distiller.fit), unless its tapped
+    # feature maps would take too much memory.
+    cache = _cache_bytes(teacher, pairs, len(x)) <= CACHE_LIMIT_BYTES
+    start = time.perf_counter()
     distiller.fit(x, y, batch_size=config.batch_size, epochs=config.epochs,
-                  verbose=config.verbose, cache_teacher=True)
+                  verbose=config.verbose, cache_teacher=cache)
     return student, time.perf_counter() - start
 
 
@@ -294,8 +394,8 @@ def run_pipeline(config, log=print):
     scratch, seconds = train_scratch(config, x, y)
     rows.append({"name": "student (scratch)", "params": scratch.count_params(),
                  "test_accuracy": _accuracy(scratch, xt, yt), "train_seconds": seconds})
-    log(f"student ({config.student}): distilling, {config.epochs} epochs, "
-        f"alpha={config.alpha}, T={config.temperature}")
+    log(f"student ({config.student}): distilling ({config.method}), {config.epochs} "
+        f"epochs, alpha={config.alpha}, T={config.temperature}")
     distilled, seconds = train_distilled(config, teacher, x, y)
     rows.append({"name": "student (distilled)", "params": distilled.count_params(),
                  "test_accuracy": _accuracy(distilled, xt, yt),

@@ -64,3 +64,28 @@ def test_missing_data_is_a_clear_error(tmp_path, capsys):
                      str(tmp_path), "--output-dir", str(tmp_path / "o")])
     assert code == 2
     assert "dataset-fashion-mnist" in capsys.readouterr().err
+
+
+@needs_data
+@pytest.mark.parametrize("method", ["dkd", "kd+l2", "kd+at", "kd+fsp", "rkd"])
+def test_methods_run(method, tmp_path):
+    from keras_distill import pipeline
+
+    config = pipeline.PipelineConfig(epochs=1, teacher_epochs=1, train_samples=512,
+                                     test_samples=128, method=method,
+                                     cache_dir=str(tmp_path), allow_download=False)
+    (x, y), _ = pipeline.prepare_data(config)
+    teacher, _, _ = pipeline.get_teacher(config, x, y, log=lambda m: None)
+    student, seconds = pipeline.train_distilled(config, teacher, x, y)
+    assert seconds > 0 and student.count_params() == 13978
+
+
+@pytest.mark.parametrize("method,word", [("kd+dkd", "two logits terms"),
+                                         ("kd+hint", "unknown"), ("", "string")])
+def test_bad_methods(method, word):
+    from keras_distill import pipeline
+
+    with pytest.raises(ValueError, match=word):
+        pipeline.parse_method(method)
+    with pytest.raises(ValueError, match="no feature maps"):
+        pipeline.parse_method("kd+l2", student="mlp")
