@@ -114,8 +114,14 @@ def plot_accuracy_vs_size(rows, path):
     for r in rows:
         kb = r["size_bytes"] / 1024
         ax.scatter(kb, 100 * r["test_accuracy"], s=40)
+        # A point with a more accurate neighbour (within 4x in size) is
+        # labelled below it, the others above, so labels do not overlap.
+        above = not any(
+            o is not r and 0.25 < o["size_bytes"] / r["size_bytes"] < 4
+            and o["test_accuracy"] > r["test_accuracy"] for o in rows)
         ax.annotate(r["name"], (kb, 100 * r["test_accuracy"]), fontsize=8,
-                    xytext=(5, 4), textcoords="offset points")
+                    xytext=(6, 6 if above else -12), textcoords="offset points")
+    ax.margins(x=0.25, y=0.12)
     ax.set_xscale("log")
     ax.set_xlabel(".tflite file size (KB, log scale)")
     ax.set_ylabel("test accuracy (%), measured by running the file")
