@@ -114,6 +114,77 @@ fig.colorbar(image); plt.show()'''),
     return cells
 
 
+def feature_distillation():
+    return [
+        new_markdown_cell(
+            "# Feature-map distillation: FSP, hints (L2 with an adapter), attention transfer\n\n"
+            "Beyond the logits, a student can imitate what the teacher computes inside: "
+            "FitNets hints (an L2 loss between feature maps, with a learned 1x1 convolution "
+            "when the widths differ), FSP matrices (Yim et al. 2017: how features flow between "
+            "two layers) and attention maps (Zagoruyko & Komodakis 2017). keras-distill taps "
+            "named layers in the same single forward pass that gives the logits."),
+        new_code_cell(INSTALL),
+        new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
+        new_code_cell('''import os
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
+from keras_distill import FeatureDistiller, FeaturePair, FSPPair, pipeline
+from keras_distill.models import build_student
+
+config = pipeline.PipelineConfig(epochs=10, teacher_epochs=5)
+if QUICK:
+    config = pipeline.PipelineConfig(epochs=1, teacher_epochs=1, train_samples=3000, test_samples=1000)
+(x_train, y_train), (x_test, y_test) = pipeline.prepare_data(config)
+teacher, _, _ = pipeline.get_teacher(config, x_train, y_train)'''),
+        new_markdown_cell("## Finding layer names\nTaps address layers by name (a path such as "
+                          "`\"backbone/conv3\"` reaches into a nested model). List them with "
+                          "their output shapes:"),
+        new_code_cell('''student = build_student("cnn")
+for model in (teacher, student):
+    print(model.name)
+    for layer in model.layers:
+        print(f"   {layer.name:<14} {layer.output.shape}")'''),
+        new_markdown_cell("## Four ways to distil the same student\nSame initial weights, "
+                          "same epochs; each feature method keeps the logits KD term "
+                          "(`logits_weight=1`). Each loss term is logged under its name."),
+        new_code_cell('''ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+methods = {
+    "KD": [],
+    "KD + hint (L2, adapter)": [FeaturePair("block2_pool", "block2_pool", loss="l2", adapter="auto")],
+    "KD + FSP": [FSPPair("block1_pool", "block2a_relu", "block1_pool", "block2_conv", adapter="auto")],
+    "KD + attention": [FeaturePair(l, l, loss="at", weight=10.0) for l in ("block1_pool", "block2_pool")],
+}
+results, histories = {}, {}
+for name, pairs in methods.items():
+    keras.utils.set_random_seed(0)
+    student = build_student("cnn", seed=0)
+    distiller = FeatureDistiller(student, teacher, pairs=pairs)
+    distiller.compile(optimizer=keras.optimizers.Adam(), student_loss_fn=ce, alpha=0.5, temperature=2.0)
+    histories[name] = distiller.fit(x_train, y_train, batch_size=128, epochs=config.epochs,
+                                    verbose=0).history
+    results[name] = 100 * np.mean(np.argmax(student.predict(x_test, verbose=0), -1) == y_test)
+    terms = [k for k in histories[name] if k not in ("loss", "student_loss", "distillation_loss")]
+    print(f"{name:<26} test accuracy {results[name]:.2f}%   logged terms: {terms}")'''),
+        new_code_cell('''fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+axes[0].barh(list(results), list(results.values()))
+axes[0].set_xlim(min(results.values()) - 1, max(results.values()) + 0.5)
+axes[0].set_xlabel("test accuracy (%)")
+for name, h in histories.items():
+    for key, values in h.items():
+        if key not in ("loss", "student_loss", "distillation_loss"):
+            axes[1].plot(np.array(values) / values[0], label=f"{name}: {key}")
+axes[1].set(title="feature terms (relative to epoch 1)", xlabel="epoch")
+axes[1].legend(fontsize=7); plt.tight_layout(); plt.show()'''),
+        new_markdown_cell("The adapters (here the 1x1 convolutions mapping the student's 16 channels "
+                          "to the teacher's 64) train with the student but are not part of it: "
+                          "`distiller.student` is your model, ready to save or export."),
+        new_code_cell('''print("adapters:", {k: type(v).__name__ for k, v in distiller.adapters.items()})
+print("student params:", distiller.student.count_params())'''),
+    ]
+
+
 def write(name, cells):
     nb = new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
@@ -126,3 +197,4 @@ def write(name, cells):
 
 if __name__ == "__main__":
     print(write("01_quickstart.ipynb", quickstart()))
+    print(write("02_feature_distillation.ipynb", feature_distillation()))
