@@ -31,8 +31,6 @@ student's flavour; the teacher may be of either.
 import dataclasses
 import difflib
 import functools
-import math
-import numbers
 import re
 
 import keras
@@ -41,6 +39,7 @@ import tensorflow as tf
 
 from keras_distill import _compat
 from keras_distill import losses as kd_losses
+from keras_distill.losses import _check_weight
 from keras_distill.distiller import (
     _DistillerLogic,
     _average,
@@ -63,19 +62,6 @@ _RESERVED_NAMES = ("loss", "student_loss", "distillation_loss")
 
 
 # --------------------------------------------------------------------- checks
-def _check_weight(value, argument):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"`{argument}` must be a non-negative finite number, got "
-            f"{value!r} of type {type(value).__name__}."
-        )
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"`{argument}` must be a non-negative finite number, got {value!r}."
-        )
-    return float(value)
-
-
 def _check_layer_name(value, argument):
     if not isinstance(value, str) or not value or value.strip("/") != value:
         raise TypeError(
