@@ -9,7 +9,8 @@ Example:
 True
 """
 
-from keras_distill import losses
+from keras_distill import convert, export, losses, pruning, quantization
+from keras_distill.convert import to_tf_keras
 from keras_distill.distiller import DecoupledKD, Distiller
 from keras_distill.features import (
     AttentionDistiller,
@@ -30,6 +31,11 @@ __all__ = [
     "Distiller",
     "DecoupledKD",
     "losses",
+    "convert",
+    "export",
+    "pruning",
+    "quantization",
+    "to_tf_keras",
     "__version__",
     "AttentionDistiller",
     "FeatureDistiller",

@@ -10,6 +10,7 @@ that needs to know which one it holds asks this module.
 so importing keras_distill does not load Keras 2 or TFMOT.
 """
 
+import os
 import sys
 
 KERAS3 = "keras"
@@ -228,3 +229,42 @@ def single_output_shape(model):
     if not outputs or len(outputs) != 1:
         return None
     return tuple(outputs[0].shape)
+
+
+def import_tfmot():
+    """Imports TensorFlow Model Optimization without switching ``tf.keras``.
+
+    TFMOT's import sets ``os.environ["TF_USE_LEGACY_KERAS"] = "1"``. If
+    ``tf.keras`` had not been touched yet, that turns ``tf.keras`` into
+    ``tf_keras`` for the rest of the process, and child processes inherit
+    the variable. This function resolves ``tf.keras`` first (to what it
+    would have been without TFMOT), imports TFMOT (which then uses
+    ``tf_keras`` internally, as always), and puts ``TF_USE_LEGACY_KERAS``
+    back as it was. TFMOT reads the variable only at import, so it works
+    the same.
+
+    Returns:
+        The ``tensorflow_model_optimization`` module.
+
+    Example:
+    >>> import os
+    >>> before = os.environ.get("TF_USE_LEGACY_KERAS")
+    >>> tfmot = import_tfmot()
+    >>> tfmot.__name__, os.environ.get("TF_USE_LEGACY_KERAS") == before
+    ('tensorflow_model_optimization', True)
+    """
+    module = sys.modules.get("tensorflow_model_optimization")
+    if module is not None and hasattr(module, "sparsity"):
+        return module
+    import tensorflow as tf
+
+    getattr(tf.keras, "version", None)  # resolve the lazy tf.keras now
+    saved = os.environ.get("TF_USE_LEGACY_KERAS")
+    try:
+        import tensorflow_model_optimization as tfmot
+    finally:
+        if saved is None:
+            os.environ.pop("TF_USE_LEGACY_KERAS", None)
+        else:
+            os.environ["TF_USE_LEGACY_KERAS"] = saved
+    return tfmot

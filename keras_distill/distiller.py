@@ -535,7 +535,17 @@ class _DistillerLogic:
                 kwargs[name] = value
             args = args[len(names):]
         guard = _nan_guard(self)
-        kwargs["callbacks"] = [guard] + list(kwargs.get("callbacks") or [])
+        callbacks = list(kwargs.get("callbacks") or [])
+        if self._flavour == _compat.TF_KERAS:
+            # A TFMOT-pruned student needs its pruning step advanced once per
+            # batch: add the callback unless the user passed one.
+            from keras_distill import pruning  # imports neither TFMOT nor tf_keras
+
+            if pruning.pruning_wrappers(self.student) and not any(
+                type(c).__name__ == "UpdatePruningStep" for c in callbacks
+            ):
+                callbacks += pruning.pruning_callbacks(self.student)
+        kwargs["callbacks"] = [guard] + callbacks
         return super().fit(x, y, *args, **kwargs)
 
     def _with_teacher_cache(self, x, cache_dtype, batch_size, verbose):

@@ -368,7 +368,7 @@ def _layers(model):
 
 def _strip_pruning(model):
     # Only reached for a model holding TFMOT wrappers: TFMOT is already loaded.
-    import tensorflow_model_optimization as tfmot
+    tfmot = _compat.import_tfmot()
 
     try:
         return tfmot.sparsity.keras.strip_pruning(model)
