@@ -204,7 +204,7 @@ def markdown(results):
         "",
         "Per-layer sparsity after pruning (distilled): "
         + ", ".join(f"{k} {100 * v:.1f}%" for k, v in d["pruned"]["per_layer"].items())
-        + f"; after QAT: "
+        + "; after QAT: "
         + ", ".join(f"{k} {100 * v:.1f}%" for k, v in d["qat"]["per_layer"].items())
         + f". Pruning step counters after the prune stage: {d['pruned']['pruning_steps']}"
         f" (= {meta['prune_epochs']} epochs x {meta['steps_per_epoch']} batches).",
