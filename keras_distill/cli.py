@@ -46,6 +46,12 @@ def build_parser():
     parser.add_argument("--cache-dir", help="teacher cache (default ~/.cache/keras_distill)")
     parser.add_argument("--output-dir", default="runs/latest",
                         help="where results.json, results.md and the student go")
+    parser.add_argument("--no-compress", action="store_true",
+                        help="skip pruning and QAT (both while distilling)")
+    parser.add_argument("--sparsity", type=float, default=0.5,
+                        help="pruning target (default 0.5)")
+    parser.add_argument("--prune-epochs", type=int, help="default 2")
+    parser.add_argument("--qat-epochs", type=int, help="default 1")
     parser.add_argument("--no-export", action="store_true",
                         help="skip the .tflite artifacts and their measurements")
     parser.add_argument("--no-download", action="store_true",
@@ -89,6 +95,10 @@ def main(argv=None):
         output_dir=args.output_dir,
         allow_download=not args.no_download,
         export=not args.no_export,
+        compress=not args.no_compress,
+        sparsity=args.sparsity,
+        prune_epochs=pick(args.prune_epochs, "prune_epochs", 2),
+        qat_epochs=pick(args.qat_epochs, "qat_epochs", 1),
         verbose=args.verbose,
     )
     try:

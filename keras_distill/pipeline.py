@@ -26,7 +26,8 @@ FEATURE_METHODS = ("l2", "at", "fsp", "rkd")
 # this size the teacher runs online instead.
 CACHE_LIMIT_BYTES = 1 << 30
 
-QUICK = dict(train_samples=12000, test_samples=2000, teacher_epochs=3, epochs=5)
+QUICK = dict(train_samples=12000, test_samples=2000, teacher_epochs=3, epochs=5,
+             prune_epochs=1, qat_epochs=1)
 
 
 @dataclasses.dataclass
@@ -54,11 +55,16 @@ class PipelineConfig:
     output_dir: str = None
     allow_download: bool = True
     export: bool = True  # .tflite artifacts, measured by running them
+    compress: bool = True  # prune, then QAT, both while distilling (TFMOT)
+    sparsity: float = 0.5
+    prune_epochs: int = 2
+    qat_epochs: int = 1
     verbose: int = 0
 
     def validate(self):
         """Raises ``ValueError`` naming the first setting that is invalid."""
-        for name in ("epochs", "teacher_epochs", "batch_size"):
+        for name in ("epochs", "teacher_epochs", "batch_size", "prune_epochs",
+                     "qat_epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
@@ -77,6 +83,8 @@ class PipelineConfig:
             raise ValueError(
                 f"`temperature` must be a positive finite number, got {self.temperature!r}."
             )
+        if not (0.0 < self.sparsity < 1.0):
+            raise ValueError(f"`sparsity` must be in (0, 1), got {self.sparsity!r}.")
         if not (self.learning_rate > 0):
             raise ValueError(
                 f"`learning_rate` must be positive, got {self.learning_rate!r}."
@@ -358,6 +366,69 @@ def train_distilled(config, teacher, x, y):
     return student, time.perf_counter() - start
 
 
+def _distil_tf_keras(config, student, teacher, x, y, epochs):
+    """Distils a tf_keras (pruned or QAT) student for one stage."""
+    import tf_keras
+
+    distiller = Distiller(student, teacher)
+    distiller.compile(
+        optimizer=tf_keras.optimizers.Adam(config.learning_rate),
+        student_loss_fn=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        alpha=config.alpha, temperature=config.temperature)
+    start = time.perf_counter()
+    # The Distiller adds TFMOT's pruning-step callback for a pruned student.
+    distiller.fit(x, y, batch_size=config.batch_size, epochs=epochs,
+                  verbose=config.verbose, cache_teacher=True)
+    return time.perf_counter() - start
+
+
+def prune_distilled(config, student, teacher, x, y):
+    """Prunes ``student`` to ``config.sparsity`` while distilling, then strips.
+
+    Returns:
+        ``(plain tf_keras model with the zeros baked in, seconds)``.
+
+    Example:
+    >>> import numpy as np
+    >>> x = np.zeros((16, 28, 28, 1), "float32"); y = np.zeros(16, "int64")
+    >>> sparse, _ = prune_distilled(PipelineConfig(prune_epochs=1, batch_size=8),
+    ...                             build_student(), build_teacher(), x, y)
+    >>> from keras_distill import pruning
+    >>> round(pruning.total_sparsity(sparse), 2)
+    0.5
+    """
+    from keras_distill import pruning
+
+    steps = -(-len(x) // config.batch_size)
+    pruned = pruning.prune(student, config.sparsity, epochs=config.prune_epochs,
+                           steps_per_epoch=steps)
+    seconds = _distil_tf_keras(config, pruned, teacher, x, y, config.prune_epochs)
+    return pruning.strip(pruned), seconds
+
+
+def qat_distilled(config, student, teacher, x, y):
+    """Quantization-aware training while distilling from the float teacher.
+
+    Sparsity is preserved (prune-preserving QAT) when ``student`` is sparse.
+
+    Returns:
+        ``(tf_keras QAT model, seconds)``.
+
+    Example:
+    >>> import numpy as np
+    >>> x = np.zeros((16, 28, 28, 1), "float32"); y = np.zeros(16, "int64")
+    >>> qat, _ = qat_distilled(PipelineConfig(qat_epochs=1, batch_size=8),
+    ...                        build_student(), build_teacher(), x, y)
+    >>> type(qat).__module__.startswith("tf_keras")
+    True
+    """
+    from keras_distill import quantization
+
+    quantization.check_float_teacher(teacher)
+    qat = quantization.quantize(student)
+    return qat, _distil_tf_keras(config, qat, teacher, x, y, config.qat_epochs)
+
+
 def run_pipeline(config, log=print):
     """Runs the main job and returns its results.
 
@@ -371,7 +442,7 @@ def run_pipeline(config, log=print):
 
     Example:
     >>> cfg = PipelineConfig(epochs=1, teacher_epochs=1, train_samples=256,
-    ...                      test_samples=64)
+    ...                      test_samples=64, compress=False)
     >>> if datasets.find_fashion_mnist():
     ...     names = [r["name"] for r in run_pipeline(cfg, log=lambda m: None)["rows"]]
     ... else:
@@ -400,6 +471,23 @@ def run_pipeline(config, log=print):
     rows.append({"name": "student (distilled)", "params": distilled.count_params(),
                  "test_accuracy": _accuracy(distilled, xt, yt),
                  "train_seconds": seconds})
+    qat = None
+    if config.compress:
+        from keras_distill import pruning
+
+        log(f"prune: {100 * config.sparsity:.0f}% sparsity while distilling, "
+            f"{config.prune_epochs} epochs")
+        sparse, seconds = prune_distilled(config, distilled, teacher, x, y)
+        rows.append({"name": f"student (distilled, {100 * config.sparsity:.0f}% sparse)",
+                     "params": sparse.count_params(),
+                     "test_accuracy": _accuracy(sparse, xt, yt), "train_seconds": seconds,
+                     "sparsity": pruning.total_sparsity(sparse)})
+        log(f"QAT: while distilling, sparsity preserved, {config.qat_epochs} epochs")
+        qat, seconds = qat_distilled(config, sparse, teacher, x, y)
+        rows.append({"name": "student (distilled, sparse, QAT)",
+                     "params": distilled.count_params(),
+                     "test_accuracy": _accuracy(qat, xt, yt), "train_seconds": seconds,
+                     "sparsity": pruning.total_sparsity(qat)})
     results = {"config": dataclasses.asdict(config), "rows": rows, "artifacts": []}
     if config.output_dir:
         os.makedirs(config.output_dir, exist_ok=True)
@@ -414,6 +502,13 @@ def run_pipeline(config, log=print):
                 [("teacher", teacher), ("student (scratch)", scratch),
                  ("student (distilled)", distilled)],
                 distilled, x, xt, yt)
+            if qat is not None:
+                from keras_distill.report import measure_artifact
+
+                results["artifacts"].append(measure_artifact(
+                    "student (distilled, sparse, QAT), int8", qat,
+                    os.path.join(config.output_dir, "student_sparse_qat_int8.tflite"),
+                    xt, yt, quantization="int8"))
     return results
 
 
@@ -454,14 +549,15 @@ def format_table(rows):
     Example:
     >>> print(format_table([{"name": "m", "params": 10, "test_accuracy": 0.5,
     ...                      "train_seconds": 1.0}]))
-    | model | params | test accuracy | train time (s) |
-    |---|---:|---:|---:|
-    | m | 10 | 50.00% | 1.0 |
+    | model | params | test accuracy | sparsity | train time (s) |
+    |---|---:|---:|---:|---:|
+    | m | 10 | 50.00% | - | 1.0 |
     """
-    lines = ["| model | params | test accuracy | train time (s) |",
-             "|---|---:|---:|---:|"]
+    lines = ["| model | params | test accuracy | sparsity | train time (s) |",
+             "|---|---:|---:|---:|---:|"]
     for row in rows:
         seconds = "cached" if row.get("cached") else f"{row['train_seconds']:.1f}"
+        sparsity = f"{100 * row['sparsity']:.0f}%" if "sparsity" in row else "-"
         lines.append(f"| {row['name']} | {row['params']:,} | "
-                     f"{100 * row['test_accuracy']:.2f}% | {seconds} |")
+                     f"{100 * row['test_accuracy']:.2f}% | {sparsity} | {seconds} |")
     return "\n".join(lines)

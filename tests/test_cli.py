@@ -13,7 +13,8 @@ needs_data = pytest.mark.skipif(datasets.find_fashion_mnist() is None,
 
 @needs_data
 def test_main_job_runs_and_caches_the_teacher(tmp_path, capsys):
-    args = ["--epochs", "1", "--teacher-epochs", "2", "--train-samples", "2000",
+    args = ["--epochs", "1", "--teacher-epochs", "2", "--prune-epochs", "1",
+            "--qat-epochs", "1", "--train-samples", "2000",
             "--test-samples", "500", "--cache-dir", str(tmp_path / "cache"),
             "--output-dir", str(tmp_path / "out"), "--no-download"]
     assert cli.main(args) == 0
@@ -29,9 +30,12 @@ def test_main_job_runs_and_caches_the_teacher(tmp_path, capsys):
     assert rows["student (scratch)"]["test_accuracy"] > 0.3
     assert os.path.exists(tmp_path / "out" / "student_distilled.weights.h5")
     # Every artifact was exported and measured by running the .tflite file.
+    assert rows["student (distilled, 50% sparse)"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert rows["student (distilled, sparse, QAT)"]["sparsity"] == pytest.approx(0.5, abs=0.01)
     artifacts = {r["name"]: r for r in results["artifacts"]}
     assert set(artifacts) == {"teacher", "student (scratch)", "student (distilled)",
-                              "student (distilled), int8"}
+                              "student (distilled), int8",
+                              "student (distilled, sparse, QAT), int8"}
     for row in artifacts.values():
         assert (tmp_path / "out" / row["file"]).stat().st_size == row["size_bytes"]
         assert row["latency_median_us"] > 0
@@ -39,6 +43,11 @@ def test_main_job_runs_and_caches_the_teacher(tmp_path, capsys):
     int8 = artifacts["student (distilled), int8"]
     assert int8["size_bytes"] < 0.5 * artifacts["student (distilled)"]["size_bytes"]
     assert abs(int8["test_accuracy"] - rows["student (distilled)"]["test_accuracy"]) < 0.03
+    # The sparse QAT int8 file: as accurate as its Keras QAT model, and its
+    # zeros make it compress better than the dense int8 file.
+    qat_int8 = artifacts["student (distilled, sparse, QAT), int8"]
+    assert qat_int8["agreement"] > 0.97
+    assert qat_int8["gzip_bytes"] < int8["gzip_bytes"]
     assert (tmp_path / "out" / "accuracy_vs_size.png").stat().st_size > 1000
     assert "| student (distilled), int8 |" in (tmp_path / "out" / "results.md").read_text()
 
