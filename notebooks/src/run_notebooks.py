@@ -38,6 +38,19 @@ def execute(path, quick, timeout=900):
     return nb
 
 
+def stamp(nb, seconds):
+    """Adds (or replaces) a markdown cell saying where and when outputs came from."""
+    import platform
+
+    text = (f"*The outputs stored in this notebook come from a full run (`QUICK = False`) on "
+            f"{time.strftime('%Y-%m-%d')}, on a {os.cpu_count()}-CPU {platform.machine()} "
+            f"machine without GPU ({platform.platform()}), in {seconds / 60:.0f} minutes. "
+            "Re-run it to get your own.*")
+    nb.cells = [c for c in nb.cells
+                if "run-info" not in c.get("metadata", {}).get("tags", [])]
+    nb.cells.insert(1, nbformat.v4.new_markdown_cell(text, metadata={"tags": ["run-info"]}))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--full", action="store_true")
@@ -46,9 +59,11 @@ def main():
     for path in args.notebooks:
         start = time.perf_counter()
         nb = execute(path, quick=not args.full)
+        seconds = time.perf_counter() - start
         if args.full:
+            stamp(nb, seconds)
             nbformat.write(nb, path)
-        print(f"{os.path.basename(path)}: ok in {time.perf_counter() - start:.0f} s")
+        print(f"{os.path.basename(path)}: ok in {seconds:.0f} s")
     return 0
 
 
