@@ -86,7 +86,10 @@ def format_artifact_table(rows):
 
 
 def plot_accuracy_vs_size(rows, path):
-    """Draws test accuracy against file size (log scale) to a PNG.
+    """Draws test accuracy against gzip file size (log scale) to a PNG.
+
+    The gzip size is what an app download costs; it also shows what pruning
+    buys (TFLite stores zeros, so sparsity shrinks only the compressed file).
 
     Args:
         rows: `measure_artifact` rows.
@@ -97,8 +100,8 @@ def plot_accuracy_vs_size(rows, path):
 
     Example:
     >>> import tempfile
-    >>> rows = [{"name": "a", "size_bytes": 1000, "test_accuracy": 0.8},
-    ...         {"name": "b", "size_bytes": 9000, "test_accuracy": 0.9}]
+    >>> rows = [{"name": "a", "gzip_bytes": 1000, "test_accuracy": 0.8},
+    ...         {"name": "b", "gzip_bytes": 9000, "test_accuracy": 0.9}]
     >>> out = plot_accuracy_vs_size(rows, os.path.join(tempfile.mkdtemp(), "p.png"))
     >>> out is None or os.path.getsize(out) > 0
     True
@@ -111,19 +114,16 @@ def plot_accuracy_vs_size(rows, path):
     except ImportError:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    for r in rows:
-        kb = r["size_bytes"] / 1024
-        ax.scatter(kb, 100 * r["test_accuracy"], s=40)
-        # A point with a more accurate neighbour (within 4x in size) is
-        # labelled below it, the others above, so labels do not overlap.
-        above = not any(
-            o is not r and 0.25 < o["size_bytes"] / r["size_bytes"] < 4
-            and o["test_accuracy"] > r["test_accuracy"] for o in rows)
-        ax.annotate(r["name"], (kb, 100 * r["test_accuracy"]), fontsize=8,
-                    xytext=(6, 6 if above else -12), textcoords="offset points")
+    markers = "osD^vP*X"
+    for i, r in enumerate(rows):
+        # A legend, not annotations: points of similar size and accuracy
+        # (e.g. int8 variants) would make labels overlap.
+        ax.scatter(r["gzip_bytes"] / 1024, 100 * r["test_accuracy"], s=55,
+                   marker=markers[i % len(markers)], label=r["name"])
+    ax.legend(fontsize=8, loc="lower right")
     ax.margins(x=0.25, y=0.12)
     ax.set_xscale("log")
-    ax.set_xlabel(".tflite file size (KB, log scale)")
+    ax.set_xlabel("gzip size of the .tflite file (KB, log scale): the download")
     ax.set_ylabel("test accuracy (%), measured by running the file")
     ax.set_title("Fashion-MNIST: accuracy against size")
     ax.grid(True, which="both", alpha=0.3)
