@@ -22,13 +22,12 @@ import gzip
 import io
 import os
 import re
-import tempfile
 import time
 import warnings
 
 import numpy as np
 
-from keras_distill import _compat
+from keras_distill import _compat, _io
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 _QAT_LAYERS = frozenset({"QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer"})
@@ -204,7 +203,7 @@ def to_tflite(model, path, quantization="float32", representative_data=None,
             )
     converter = _converter(model, quantization, representative, int8_io, qat)
     content = _convert(converter, model, quantization)
-    _write_atomic(content, path)
+    _io.atomic_write(path, content)
     return _summarize(content, path, quantization, qat, stripped)
 
 
@@ -517,21 +516,6 @@ def _layers_in(message, model):
             if name in names and name != model.name and name not in found:
                 found.append(name)
     return found
-
-
-def _write_atomic(content, path):
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
-                                   suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _summarize(content, path, quantization, qat, stripped):

@@ -14,7 +14,7 @@ import time
 import keras
 import numpy as np
 
-from keras_distill import datasets
+from keras_distill import _io, datasets
 from keras_distill.distiller import Distiller
 from keras_distill.models import build_student, build_teacher
 
@@ -173,15 +173,9 @@ def atomic_save_weights(model, path):
     >>> atomic_save_weights(m, p); os.path.exists(p)
     True
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with _io.atomic_path(path, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def get_teacher(config, x, y, log=print):

@@ -26,12 +26,11 @@ import json
 import math
 import numbers
 import os
-import tempfile
 import warnings
 
 import numpy as np
 
-from keras_distill import _compat
+from keras_distill import _compat, _io
 from keras_distill._compat import import_tfmot
 from keras_distill.convert import to_tf_keras
 
@@ -757,15 +756,8 @@ def plot_sensitivity(results, png_path):
     if results["layers"]:
         axes.legend(fontsize="small")
     figure.tight_layout()
-    folder = os.path.dirname(os.path.abspath(png_path))
-    handle, tmp = tempfile.mkstemp(dir=folder, suffix=".png")
-    os.close(handle)
-    try:
+    with _io.atomic_path(png_path, suffix=".png") as tmp:
         figure.savefig(tmp, format="png")
-        os.replace(tmp, png_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return png_path
 
 
@@ -839,18 +831,8 @@ def _load_results(path, fingerprint):
 def _save_results(results, path):
     if path is None:
         return
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".sens.", suffix=".json.tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(results, file, indent=1, sort_keys=True)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _io.atomic_write(path, json.dumps(results, indent=1, sort_keys=True))
 
 
 def _results(results):

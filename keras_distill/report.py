@@ -9,7 +9,7 @@ the rows as Markdown and JSON and draws accuracy against file size as a PNG.
 import json
 import os
 
-from keras_distill import export
+from keras_distill import _io, export
 
 
 def measure_artifact(name, model, path, x_test, y_test, quantization="float32",
@@ -128,10 +128,9 @@ def plot_accuracy_vs_size(rows, path):
     ax.set_title("Fashion-MNIST: accuracy against size")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp)
+    with _io.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -156,17 +155,13 @@ def write_report(results, output_dir):
     os.makedirs(output_dir, exist_ok=True)
     written = []
     json_path = os.path.join(output_dir, "results.json")
-    with open(json_path + ".tmp", "w") as handle:
-        json.dump(results, handle, indent=2)
-    os.replace(json_path + ".tmp", json_path)
+    _io.atomic_write(json_path, json.dumps(results, indent=2))
     written.append(json_path)
     md = format_table(results["rows"]) + "\n"
     if results.get("artifacts"):
         md += "\n" + format_artifact_table(results["artifacts"]) + "\n"
     md_path = os.path.join(output_dir, "results.md")
-    with open(md_path + ".tmp", "w") as handle:
-        handle.write(md)
-    os.replace(md_path + ".tmp", md_path)
+    _io.atomic_write(md_path, md)
     written.append(md_path)
     if results.get("artifacts"):
         png = plot_accuracy_vs_size(
