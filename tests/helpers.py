@@ -61,3 +61,23 @@ def np_distill_loss(t_logits, s_logits, y, alpha, temperature, weights=None):
     student = (w * ce).sum() / n
     distill = (w * kl).sum() / n
     return alpha * student + (1 - alpha) * distill, student, distill
+
+
+def image_teacher():
+    """A small Keras 3 teacher for 8x8x1 images, 4 classes (pruning/QAT tests)."""
+    import keras
+
+    init = keras.initializers.GlorotUniform
+    return keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Flatten(),
+        keras.layers.Dense(32, activation="relu", kernel_initializer=init(10)),
+        keras.layers.Dense(4, kernel_initializer=init(11)),
+    ], name="teacher")
+
+
+def image_data(n=96, seed=0):
+    """8x8x1 images whose class depends on the top-left quadrant's brightness."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 8, 8, 1)).astype("float32")
+    y = (x[:, :4, :4].mean(axis=(1, 2, 3)) * 8).astype("int64") % 4
+    return x, y

@@ -30,20 +30,8 @@ def small_cnn(name="student"):
     ], name=name)
 
 
-def teacher_model():
-    init = keras.initializers.GlorotUniform
-    return keras.Sequential([
-        keras.Input((8, 8, 1)), L.Flatten(),
-        L.Dense(32, activation="relu", kernel_initializer=init(10)),
-        L.Dense(4, kernel_initializer=init(11)),
-    ], name="teacher")
-
-
-def data(n=96, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.random((n, 8, 8, 1)).astype("float32")
-    y = (x[:, :4, :4].mean(axis=(1, 2, 3)) * 8).astype("int64") % 4
-    return x, y
+from helpers import image_data as data  # noqa: E402
+from helpers import image_teacher as teacher_model  # noqa: E402
 
 
 def compile_distiller(distiller):
