@@ -9,6 +9,7 @@ Quick mode replaces the cell tagged "parameters" by `QUICK = True`.
 import argparse
 import glob
 import os
+import re
 import sys
 import time
 
@@ -38,6 +39,26 @@ def execute(path, quick, timeout=900):
     return nb
 
 
+_TF_LOG = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages|To enable the following "
+                     r"instructions|fully_quantize|INFO: Created TensorFlow Lite)")
+
+
+def drop_tf_logs(nb):
+    """Removes TensorFlow's C++ start-up chatter from stored stderr outputs."""
+    for cell in nb.cells:
+        outputs = []
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                lines = [line for line in output["text"].splitlines(keepends=True)
+                         if not _TF_LOG.match(line)]
+                if not "".join(lines).strip():
+                    continue
+                output["text"] = "".join(lines)
+            outputs.append(output)
+        if cell.cell_type == "code":
+            cell.outputs = outputs
+
+
 def stamp(nb, seconds):
     """Adds (or replaces) a markdown cell saying where and when outputs came from."""
     import platform
@@ -61,6 +82,7 @@ def main():
         nb = execute(path, quick=not args.full)
         seconds = time.perf_counter() - start
         if args.full:
+            drop_tf_logs(nb)
             stamp(nb, seconds)
             nbformat.write(nb, path)
         print(f"{os.path.basename(path)}: ok in {seconds:.0f} s")
