@@ -177,8 +177,10 @@ for name, h in histories.items():
             axes[1].plot(np.array(values) / values[0], label=f"{name}: {key}")
 axes[1].set(title="feature terms (relative to epoch 1)", xlabel="epoch")
 axes[1].legend(fontsize=7); plt.tight_layout(); plt.show()'''),
-        new_markdown_cell("The adapters (here the 1x1 convolutions mapping the student's 16 channels "
-                          "to the teacher's 64) train with the student but are not part of it: "
+        new_markdown_cell("`distiller` is now the last one trained, attention transfer: it needs no "
+                          "adapter, since attention maps sum over channels. The hint and FSP "
+                          "distillers learned 1x1 convolutions mapping the student's channels to the "
+                          "teacher's; adapters train with the student but are never part of it: "
                           "`distiller.student` is your model, ready to save or export."),
         new_code_cell('''print("adapters:", {k: type(v).__name__ for k, v in distiller.adapters.items()})
 print("student params:", distiller.student.count_params())'''),

@@ -40,15 +40,16 @@ def execute(path, quick, timeout=900):
 
 
 _TF_LOG = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages|To enable the following "
-                     r"instructions|fully_quantize|INFO: Created TensorFlow Lite)")
+                     r"instructions|fully_quantize|INFO: Created TensorFlow Lite|"
+                     r"INFO:tensorflow:Assets written)")
 
 
 def drop_tf_logs(nb):
-    """Removes TensorFlow's C++ start-up chatter from stored stderr outputs."""
+    """Removes TensorFlow's log chatter (C++ start-up lines, converter INFO) from outputs."""
     for cell in nb.cells:
         outputs = []
         for output in cell.get("outputs", []):
-            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+            if output.get("output_type") == "stream":
                 lines = [line for line in output["text"].splitlines(keepends=True)
                          if not _TF_LOG.match(line)]
                 if not "".join(lines).strip():
