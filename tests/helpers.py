@@ -81,3 +81,20 @@ def image_data(n=96, seed=0):
     x = rng.random((n, 8, 8, 1)).astype("float32")
     y = (x[:, :4, :4].mean(axis=(1, 2, 3)) * 8).astype("int64") % 4
     return x, y
+
+
+def subclassed_tf_keras_model():
+    """A built, subclassed tf_keras model (which TFMOT cannot wrap)."""
+    import tf_keras
+
+    class Student(tf_keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = tf_keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    student = Student()
+    student(np.zeros((1, 3), "float32"))
+    return student

@@ -34,6 +34,7 @@ def small_cnn(name="student", seed=0):
 
 
 from helpers import image_data as data  # noqa: E402
+from helpers import subclassed_tf_keras_model  # noqa: E402
 from helpers import image_teacher as teacher_model  # noqa: E402
 
 
@@ -316,18 +317,7 @@ def test_argument_errors():
 
 
 def test_subclassed_student_and_distiller_are_refused():
-    import tf_keras
-
-    class Student(tf_keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.dense = tf_keras.layers.Dense(2)
-
-        def call(self, x):
-            return self.dense(x)
-
-    student = Student()
-    student(np.zeros((1, 3), "float32"))
+    student = subclassed_tf_keras_model()
     with pytest.raises(ValueError, match="subclassed"):
         pruning.prune(student, schedule="constant")
     distiller = Distiller(pruning.prune(small_cnn(), schedule="constant"),

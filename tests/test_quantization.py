@@ -31,6 +31,7 @@ def small_cnn(name="student"):
 
 
 from helpers import image_data as data  # noqa: E402
+from helpers import subclassed_tf_keras_model  # noqa: E402
 from helpers import image_teacher as teacher_model  # noqa: E402
 
 
@@ -181,18 +182,7 @@ def test_unsupported_layers_are_all_named():
 
 
 def test_subclassed_and_nested_models_are_refused():
-    import tf_keras
-
-    class Student(tf_keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.dense = tf_keras.layers.Dense(2)
-
-        def call(self, x):
-            return self.dense(x)
-
-    student = Student()
-    student(np.zeros((1, 3), "float32"))
+    student = subclassed_tf_keras_model()
     with pytest.raises(ValueError, match="subclassed"):
         quantization.quantize(student)
     inner = keras.Sequential([keras.Input((4,)), L.Dense(4)], name="inner")
