@@ -13,6 +13,7 @@ it times, each case in a fresh subprocess (so peak memory is the case's own):
       loss=keras.losses.KLDivergence())`` (Keras 3's own, correct loss)
   (d) the keras.io example ``Distiller`` (Keras 3 version, verbatim logic)
   (e) our ``Distiller``, teacher run every batch   (f) ours with ``cache_teacher=True``
+  (g) ours online with the teacher computing in bfloat16
 
 and reports the cold (first) epoch, the median warm epoch, the total of all
 epochs and the peak resident memory. Ratios are computed within one run of this
@@ -34,7 +35,7 @@ import sys
 import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-CASES = ("a", "b", "c", "d", "e", "f")
+CASES = ("a", "b", "c", "d", "e", "f", "g")
 LABELS = {
     "a": "(a) student.fit",
     "b": "(b) teacher.predict",
@@ -42,6 +43,7 @@ LABELS = {
     "d": "(d) keras.io example Distiller",
     "e": "(e) keras_distill Distiller, online",
     "f": "(f) keras_distill Distiller, cache_teacher",
+    "g": "(g) keras_distill Distiller, online, bfloat16 teacher",
 }
 
 
@@ -158,7 +160,8 @@ def run_case(case, pair, epochs):
         sys.path.insert(0, ROOT)
         from keras_distill import Distiller
 
-        d = Distiller(student=student, teacher=teacher)
+        d = Distiller(student=student, teacher=teacher,
+                      teacher_dtype="bfloat16" if case == "g" else None)
         d.compile(optimizer="adam", student_loss_fn=ce, alpha=0.1, temperature=4.0)
         d.fit(x, y, cache_teacher=(case == "f"), **fit)
     total = time.perf_counter() - start

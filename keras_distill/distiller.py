@@ -28,6 +28,42 @@ _INPUTS_KEY = "keras_distill_inputs"
 _CACHE_KEY = "keras_distill_teacher_outputs"
 _CACHE_FEATURES_KEY = "keras_distill_teacher_features"
 _CACHE_DTYPES = ("float32", "float16")
+_TEACHER_DTYPES = (None, "float16", "bfloat16")
+
+
+class _Untracked:
+    """Holds a model out of Keras's attribute tracking (and saving)."""
+
+    def __init__(self, model):
+        self.model = model
+
+
+def _low_precision_copy(model, dtype):
+    """A copy of a Sequential/Functional model computing in ``dtype``.
+
+    Every layer gets the ``mixed_<dtype>`` policy (float32 variables,
+    16-bit computation) and the original's weights; the original is not
+    touched.
+    """
+    k = _compat.keras_module(_compat.flavour_of(model))
+    policy = f"mixed_{dtype}"
+
+    def clone(layer):
+        config = layer.get_config()
+        config["dtype"] = policy
+        return layer.__class__.from_config(config)
+
+    try:
+        copy = k.models.clone_model(model, clone_function=clone)
+    except Exception as error:  # noqa: BLE001 - any reason clone_model refuses
+        raise ValueError(
+            f"`teacher_dtype`={dtype!r} needs a Sequential or Functional "
+            f"teacher that Keras can clone; cloning {model.name!r} failed "
+            f"({type(error).__name__}: {error}). Leave teacher_dtype=None, or "
+            "build the teacher with a mixed precision policy yourself."
+        ) from error
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 class DecoupledKD:
@@ -270,6 +306,8 @@ class _DistillerLogic:
     _flavour = None  # "keras" or "tf_keras", set by each concrete class.
     _model_init = None  # That flavour's Model.__init__.
 
+    _supports_teacher_dtype = True  # feature distillers tap the float teacher
+
     def __init__(
         self,
         student,
@@ -277,10 +315,29 @@ class _DistillerLogic:
         teacher_outputs="auto",
         student_outputs="auto",
         name="distiller",
+        teacher_dtype=None,
         **kwargs,
     ):
         self._model_init(name=name, **kwargs)
         self._setup(student, teacher, teacher_outputs, student_outputs)
+        self._set_teacher_dtype(teacher_dtype)
+
+    def _set_teacher_dtype(self, teacher_dtype):
+        if teacher_dtype not in _TEACHER_DTYPES:
+            raise ValueError(
+                f"`teacher_dtype` must be one of {_TEACHER_DTYPES}, got "
+                f"{teacher_dtype!r}."
+            )
+        if teacher_dtype is not None and not self._supports_teacher_dtype:
+            raise ValueError(
+                f"{type(self).__name__} does not support `teacher_dtype` yet "
+                "(its taps read the float teacher). Leave it None."
+            )
+        self.teacher_dtype = teacher_dtype
+        self._inference_teacher = _Untracked(
+            self.teacher if teacher_dtype is None
+            else _low_precision_copy(self.teacher, teacher_dtype)
+        )
 
     # ------------------------------------------------------------------ setup
     def _setup(self, student, teacher, teacher_outputs, student_outputs):
@@ -621,13 +678,15 @@ class _DistillerLogic:
     def _teacher_forward(self, x):
         """One teacher forward pass in inference mode, without gradient:
         ``(outputs, {feature name: tensor})``."""
-        out = _single_tensor(self.teacher(x, training=False), "teacher")
+        teacher = self._inference_teacher.model
+        out = _single_tensor(teacher(x, training=False), "teacher")
         return tf.stop_gradient(out), {}
 
     def _teacher_predict(self, x, batch_size):
         """The teacher over a whole array (for the cache), as numpy:
         ``(outputs, {feature name: array})``."""
-        out = self.teacher.predict(x, batch_size=batch_size, verbose=0)
+        teacher = self._inference_teacher.model
+        out = teacher.predict(x, batch_size=batch_size, verbose=0)
         return _single_tensor(out, "teacher"), {}
 
     def _feature_term_names(self):
@@ -837,6 +896,7 @@ class _DistillerLogic:
             "name": self.name,
             "teacher_outputs": self.teacher_outputs,
             "student_outputs": self.student_outputs,
+            "teacher_dtype": self.teacher_dtype,
         }
         for role in ("student", "teacher"):
             model = getattr(self, role)
@@ -905,6 +965,11 @@ class Distiller(_DistillerLogic, keras.Model):
             receives the student's raw output, so pair a softmax student
             with ``from_logits=False`` losses.
         name: The model's name.
+        teacher_dtype: ``None`` (default: the teacher as it is),
+            ``"bfloat16"`` or ``"float16"``: the teacher's forward pass runs
+            in that precision (a private ``mixed_<dtype>`` copy of a
+            Sequential/Functional teacher; yours is not touched) while the
+            student trains in float32. Its logits are cast to float32.
 
     Example:
     >>> import numpy as np, keras

@@ -744,6 +744,8 @@ class _Term:
 class _FeatureLogic(_DistillerLogic):
     """Feature terms on tapped layers, added to the logits distillation."""
 
+    _supports_teacher_dtype = False
+
     def __init__(
         self,
         student,

@@ -144,3 +144,52 @@ def test_cache_with_jit_compile():
               jit_compile=True)
     h = d.fit(x, y, batch_size=16, epochs=4, verbose=0, cache_teacher=True)
     assert h.history["loss"][-1] < h.history["loss"][0]
+
+
+@pytest.mark.parametrize("flavour", ["keras", "tf_keras"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_reduced_precision_teacher(flavour, dtype):
+    k = keras_module(flavour)
+    x, y = data(64)
+    teacher = mlp(flavour, (16,), batchnorm=True)
+    before = [w.copy() for w in teacher.get_weights()]
+    policies = [layer.dtype_policy.name for layer in teacher.layers]
+    d = Distiller(student=mlp(flavour, (4,)), teacher=teacher, teacher_dtype=dtype)
+    low, _ = d._teacher_forward(x)
+    assert low.dtype in (tf.bfloat16, tf.float16)
+    want = teacher(x, training=False).numpy()
+    np.testing.assert_allclose(tf.cast(low, tf.float32).numpy(), want,
+                               rtol=0.05, atol=0.05)
+    compile_(d, k, lr=0.05)
+    for cache in (False, True):
+        h = d.fit(x, y, batch_size=16, epochs=3, verbose=0, cache_teacher=cache)
+        assert np.all(np.isfinite(h.history["loss"]))
+        assert h.history["loss"][-1] < h.history["loss"][0]
+    # The user's teacher is untouched: same weights, same float32 policy.
+    for a, b in zip(before, teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert [layer.dtype_policy.name for layer in teacher.layers] == policies
+
+
+def test_reduced_precision_teacher_errors():
+    import keras
+
+    from keras_distill import FeatureDistiller
+
+    with pytest.raises(ValueError, match="teacher_dtype"):
+        Distiller(student=mlp("keras", (4,)), teacher=mlp("keras"), teacher_dtype="int8")
+
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(x)
+
+    sub = Sub()
+    sub(np.zeros((1, 8), "float32"))
+    with pytest.raises(ValueError, match="Sequential or Functional teacher"):
+        Distiller(student=mlp("keras", (4,)), teacher=sub, teacher_dtype="bfloat16")
+    with pytest.raises(ValueError, match="does not support `teacher_dtype`"):
+        FeatureDistiller(mlp("keras", (4,)), mlp("keras"), teacher_dtype="bfloat16")
