@@ -200,7 +200,7 @@ def summarise(results, epochs):
                 if peer in warm:
                     lines.append(f"- online (e) warm epoch / {LABELS[peer]} = "
                                  f"{warm['e'] / warm[peer]:.2f} (target <= 1.00)")
-        if a and b and "f" in by:
+        if a and b and (pair, "f") in by:
             f_total = by[(pair, "f")]["total_seconds"]
             bound = sum(a["epoch_seconds"]) + b["epoch_seconds"][0]
             lines.append(f"- cached (f) total / (sum (a) epochs + one (b)) = "
@@ -221,7 +221,19 @@ def main():
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--pair", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "speed"))
+    parser.add_argument("--summarise", metavar="JSON",
+                        help="rewrite the Markdown of an earlier run's JSON, run nothing")
     args = parser.parse_args()
+    if args.summarise:
+        with open(args.summarise) as handle:
+            saved = json.load(handle)
+        meta, results = saved["meta"], saved["results"]
+        table = summarise(results, results[0]["epochs"])
+        with open(os.path.splitext(args.summarise)[0] + ".md", "w") as handle:
+            handle.write(table + f"\nMeasured {meta['date']} on {meta['machine']}, "
+                         f"{meta['cpus']} CPUs, each case in its own process.\n")
+        print(table)
+        return
     if args.case:  # child process
         print(json.dumps(run_case(args.case, args.pair, args.epochs)))
         return
