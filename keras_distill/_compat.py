@@ -61,12 +61,21 @@ def flavour_of(obj):
     >>> flavour_of("not a model") is None
     True
     """
+    return _flavour_of_instance(obj, lambda k: k.layers.Layer)
+
+
+def _flavour_of_instance(obj, base_class):
+    """The flavour whose ``base_class(module)`` ``obj`` is an instance of.
+
+    tf_keras is consulted only if already imported: no tf_keras object can
+    exist otherwise.
+    """
     import keras
 
-    if isinstance(obj, keras.layers.Layer):
+    if isinstance(obj, base_class(keras)):
         return KERAS3
     tf_keras = sys.modules.get("tf_keras")
-    if tf_keras is not None and isinstance(obj, tf_keras.layers.Layer):
+    if tf_keras is not None and isinstance(obj, base_class(tf_keras)):
         return TF_KERAS
     return None
 
@@ -87,14 +96,7 @@ def flavour_of_loss(obj):
     >>> flavour_of_loss(keras.losses.kl_divergence) is None
     True
     """
-    import keras
-
-    if isinstance(obj, keras.losses.Loss):
-        return KERAS3
-    tf_keras = sys.modules.get("tf_keras")
-    if tf_keras is not None and isinstance(obj, tf_keras.losses.Loss):
-        return TF_KERAS
-    return None
+    return _flavour_of_instance(obj, lambda k: k.losses.Loss)
 
 
 def model_flavour(model, argument):

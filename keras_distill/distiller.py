@@ -342,7 +342,7 @@ class _DistillerLogic:
     # ------------------------------------------------------------------ setup
     def _setup(self, student, teacher, teacher_outputs, student_outputs):
         _compat.model_flavour(student, "student")
-        self._teacher_flavour = _compat.model_flavour(teacher, "teacher")
+        _compat.model_flavour(teacher, "teacher")
         if student is teacher:
             raise ValueError(
                 "`student` and `teacher` are the same model object. Build "
@@ -772,20 +772,9 @@ class _DistillerLogic:
         total = tf.add_n([tf.cast(v, tf.float32) for v in losses])
         return tf.nn.scale_regularization_loss(total)
 
-    @staticmethod
-    def _unpack(data):
-        if isinstance(data, (list, tuple)):
-            if len(data) == 1:
-                return data[0], None, None
-            if len(data) == 2:
-                return data[0], data[1], None
-            if len(data) == 3:
-                return data[0], data[1], data[2]
-            raise ValueError(
-                "Data must be `x`, `(x,)`, `(x, y)` or `(x, y, sample_weight)`"
-                f", got a tuple of {len(data)} elements."
-            )
-        return data, None, None
+    def _unpack(self, data):
+        k = _compat.keras_module(self._flavour)
+        return k.utils.unpack_x_y_sample_weight(data)
 
     def _require_compiled(self):
         if self.temperature is None:
