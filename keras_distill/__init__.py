@@ -9,28 +9,27 @@ Example:
 True
 """
 
-from keras_distill import convert, export, losses, pruning, quantization
+from keras_distill import convert, export, losses, pruning, quantization, terms
 from keras_distill.convert import to_tf_keras
 from keras_distill.distiller import DecoupledKD, Distiller
-from keras_distill.features import (
+from keras_distill.ensemble import MultiTeacherDistiller, teacher_ensemble
+from keras_distill.feature_distiller import (
     AttentionDistiller,
     FeatureDistiller,
-    FeaturePair,
     FSPDistiller,
-    FSPPair,
     L2Distiller,
-    MultiTeacherDistiller,
     RKDDistiller,
-    tap_model,
-    teacher_ensemble,
 )
+from keras_distill.pairs import FeaturePair, FSPPair
+from keras_distill.taps import tap_model
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Distiller",
     "DecoupledKD",
     "losses",
+    "terms",
     "convert",
     "export",
     "pruning",

@@ -523,35 +523,34 @@ def test_fit_accepts_keras_positional_arguments():
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_extension_classes_get_both_flavours(flavour):
-    """A logic mixin made public with distiller_class works for both flavours."""
-    from keras_distill.distiller import _DistillerLogic, distiller_class
+def test_custom_term_classes_serve_both_flavours(flavour):
+    """A term subclass is the extension point: one class, every flavour."""
+    from keras_distill import losses, terms
 
     k = keras_module(flavour)
 
-    class _Doubled(_DistillerLogic):
-        def __init__(self, student, teacher, factor=2.0, **kwargs):
-            super().__init__(student, teacher, **kwargs)
-            self.factor = factor
+    class PlusOne(terms.LogitTerm):
+        def __init__(self, extra=1.0):
+            self.extra = extra
 
-        def _feature_term_names(self):
-            return ("extra_loss",)
+        def per_sample(self, teacher_logits, student_logits, labels=None,
+                       temperature=None):
+            kd = losses.kd_loss(teacher_logits, student_logits,
+                                self._temperature(temperature), reduction="none")
+            return kd + self.extra
 
-        def _feature_terms(self, teacher_features, student_features, sample_weight):
-            return {"extra_loss": (self.factor, tf.constant(1.0))}
-
-    Doubled = distiller_class(_Doubled, "Doubled", "Adds factor * 1 to the loss.")
     x, y = data(32)
     teacher, student = mlp(flavour), mlp(flavour, (4,), seed=3)
     t = teacher.predict(x, verbose=0)
     s = student.predict(x, verbose=0)
-    d = Doubled(student, teacher, factor=3.0)
-    assert isinstance(d, k.Model) and d.factor == 3.0
-    compile_like_keras_io(d, k, optimizer=k.optimizers.SGD(0.0))
+    d = Distiller(student, teacher)
+    assert isinstance(d, k.Model) and isinstance(d, Distiller)
+    compile_like_keras_io(d, k, optimizer=k.optimizers.SGD(0.0),
+                          distillation_loss_fn=PlusOne(3.0))
     logs = one_batch_logs(d, x, y)
-    assert logs["extra_loss"] == 1.0
-    np.testing.assert_allclose(logs["loss"], np_distill_loss(t, s, y, 0.1, 10)[0] + 3.0,
-                               rtol=1e-5)
+    total, _, distill = np_distill_loss(t, s, y, 0.1, 10)
+    np.testing.assert_allclose(logs["distillation_loss"], distill + 3.0, rtol=1e-5)
+    np.testing.assert_allclose(logs["loss"], total + 0.9 * 3.0, rtol=1e-5)
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
@@ -574,7 +573,7 @@ def test_decoupled_kd(flavour):
     np.testing.assert_allclose(logs["loss"], 0.2 * student_loss + 0.8 * want, rtol=1e-5)
     d.compile(optimizer=k.optimizers.SGD(0.0), alpha=0.0,
               distillation_loss_fn=DecoupledKD())
-    with pytest.raises(ValueError, match="DecoupledKD needs the labels"):
+    with pytest.raises(ValueError, match="DKD.*needs the labels"):
         d.fit(x, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="beta"):
         DecoupledKD(beta=-1.0)

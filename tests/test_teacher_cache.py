@@ -76,7 +76,7 @@ def test_a_misaligned_cache_would_be_detected_by_the_alignment_test():
     teacher = mlp("keras", (16,))
     d = Distiller(student=mlp("keras", (4,), seed=2), teacher=teacher)
     compile_(d, keras)
-    right = d._with_teacher_cache(x, "float32", None, 0)
+    right = d.teacher_cache(x).pack(x)
     wrong = dict(right)
     wrong["keras_distill_teacher_outputs"] = right["keras_distill_teacher_outputs"][::-1]
     losses = []

@@ -1,0 +1,343 @@
+"""The math of one distillation step, the same for every Keras and backend.
+
+`Objective` combines, in ``keras.ops``::
+
+    total = alpha · student_loss(y, s)
+          + (1 − alpha) · logits_weight · logit_term(t, s)
+          + Σ_terms weight · feature_term(teacher features, student features)
+          + regularisation
+
+where ``t`` and ``s`` are the teacher's and student's logits (a softmax
+head's probabilities ``p`` are turned into logits ``log p`` first). Every
+per-sample value is weighted by ``sample_weight`` and summed over the batch
+divided by its size (Keras's ``sum_over_batch_size``); ``scale`` then turns
+this replica's batch mean into its share of the global one (under
+``tf.distribute``, one over the number of replicas, as Keras scales its own
+losses), so a 2-replica step equals the single-device step.
+
+The shells (`keras_distill.Distiller` on Keras 3, `keras_distill.tf_keras`
+for Keras 2) only run the forward passes and apply the gradients.
+
+Example:
+>>> import numpy as np, keras
+>>> from keras_distill import terms
+>>> objective = Objective(alpha=0.5, temperature=2.0,
+...     student_loss_fn=keras.losses.SparseCategoricalCrossentropy(
+...         from_logits=True), logit_term=terms.KD())
+>>> t = np.array([[2.0, 0.0]], "float32"); y = np.array([0])
+>>> total, logs = objective.training_loss(y=y, student_out=t, teacher_out=t)
+>>> sorted(logs), round(float(logs["distillation_loss"]), 6)
+(['distillation_loss', 'student_loss'], 0.0)
+"""
+
+import keras
+
+from keras_distill import losses as kd_losses
+
+ops = keras.ops
+
+_MEAN_REDUCTIONS = ("auto", "sum_over_batch_size", "mean")
+_NO_ATTRIBUTE = object()
+
+
+def loss_reduction(fn, argument):
+    """``"mean"`` or ``"sum"``: how a user's loss reduces over the batch.
+
+    Example:
+    >>> import keras
+    >>> loss_reduction(keras.losses.MeanSquaredError(reduction="sum"), "x")
+    'sum'
+    """
+    reduction = getattr(fn, "reduction", _NO_ATTRIBUTE)
+    if reduction is _NO_ATTRIBUTE or reduction in _MEAN_REDUCTIONS:
+        return "mean"
+    if reduction == "sum":
+        return "sum"
+    raise ValueError(
+        f"`{argument}` has reduction={reduction!r}; Distiller needs a loss "
+        "that reduces to a scalar: use the default reduction "
+        "('sum_over_batch_size') or 'sum'."
+    )
+
+
+def to_logits(outputs, kind):
+    """float32 logits from a model's outputs (``kind``: logits/probabilities).
+
+    Example:
+    >>> import numpy as np
+    >>> z = to_logits(np.array([[0.5, 0.5]]), "probabilities")
+    >>> [round(float(v), 4) for v in np.asarray(z)[0]]
+    [-0.6931, -0.6931]
+    """
+    if kind == "probabilities":
+        return kd_losses.probabilities_to_logits(outputs)
+    outputs = ops.convert_to_tensor(outputs)
+    if _dtype(outputs) != "float64":
+        outputs = ops.cast(outputs, "float32")
+    return outputs
+
+
+def check_class_axis(shape, argument):
+    """Refuses outputs with a single unit (nothing to distil).
+
+    Example:
+    >>> check_class_axis((None, 1), "teacher")
+    Traceback (most recent call last):
+    ...
+    ValueError: The teacher's output has a single unit ...
+    """
+    if shape is None or len(shape) == 0:
+        return
+    if shape[-1] == 1:
+        raise ValueError(
+            f"The {argument}'s output has a single unit (shape "
+            f"{tuple(shape)}): a softmax over one unit is always 1, so there "
+            "is nothing to distil. Give the model one output unit per class "
+            "(e.g. 2 logits for a binary task)."
+        )
+
+
+def check_shapes(teacher_shape, student_shape):
+    """Refuses teacher and student outputs that cannot be compared.
+
+    Example:
+    >>> check_shapes((None, 3), (None, 4))
+    Traceback (most recent call last):
+    ...
+    ValueError: The teacher and student outputs cannot be compared: ...
+    """
+    if teacher_shape is None or student_shape is None:
+        return
+    t, s = tuple(teacher_shape), tuple(student_shape)
+    if len(t) != len(s) or any(
+        a is not None and b is not None and a != b for a, b in zip(t, s)
+    ):
+        raise ValueError(
+            "The teacher and student outputs cannot be compared: teacher "
+            f"output shape {t}, student output shape {s}. Both models must "
+            "output one score per class for the same classes."
+        )
+
+
+def _one(x):
+    return x
+
+
+def _dtype(x):
+    return keras.backend.standardize_dtype(x.dtype)
+
+
+def weighted_mean(values, sample_weight=None, reduction="mean", scale=_one,
+                  argument="loss"):
+    """This replica's share of the batch loss of per-sample ``values``.
+
+    Extra axes are averaged per sample, ``sample_weight`` multiplies each
+    sample, and the sum is divided by the batch size (``reduction="mean"``)
+    or not (``"sum"``); ``scale`` then applies the distribution scaling. A
+    scalar (a property of the whole batch) is only scaled, and refuses
+    ``sample_weight``.
+
+    Example:
+    >>> import numpy as np
+    >>> float(weighted_mean(np.array([1.0, 3.0]), np.array([1.0, 0.0])))
+    0.5
+    """
+    values = ops.convert_to_tensor(values)
+    if _dtype(values) != "float64":
+        values = ops.cast(values, "float32")
+    if len(values.shape) == 0:
+        if sample_weight is not None:
+            raise ValueError(
+                f"{argument} returned a scalar (a property of the whole "
+                "batch), so `sample_weight` cannot be applied to it. Return "
+                "one loss per sample, or train without sample_weight / "
+                "class_weight."
+            )
+        return scale(values)
+    if len(values.shape) > 1:
+        values = ops.mean(values, axis=tuple(range(1, len(values.shape))))
+    if sample_weight is not None:
+        weights = ops.cast(ops.convert_to_tensor(sample_weight), values.dtype)
+        while len(weights.shape) > 1 and weights.shape[-1] == 1:
+            weights = ops.squeeze(weights, axis=-1)
+        if len(weights.shape) > 1:
+            weights = ops.mean(weights, axis=tuple(range(1, len(weights.shape))))
+        values = values * weights
+    total = ops.sum(values)
+    if reduction == "sum":
+        return scale(total)
+    size = ops.cast(ops.shape(values)[0], values.dtype)
+    return scale(ops.divide_no_nan(total, size))
+
+
+class Objective:
+    """The distillation loss of one batch, flavour- and backend-free.
+
+    Args:
+        alpha: Weight of the student (hard-label) loss in [0, 1]; the
+            logits term gets ``1 - alpha``.
+        temperature: The distiller's T, used by logit terms without their
+            own.
+        student_loss_fn: ``fn(y, student_output)`` per sample (a Keras
+            ``Loss`` object is not reduced), or ``None`` when ``alpha == 0``.
+        logit_term: A `keras_distill.terms.LogitTerm`.
+        logits_weight: Extra weight (>= 0) of the logits term; 0 turns it off.
+        feature_terms: ``[(name, weight, term, teacher_keys, student_keys,
+            adapters)]``: each a `keras_distill.terms.FeatureTerm` over the
+            named features (adapters: one callable or ``None`` per student
+            key).
+        teacher_kind, student_kind: ``"logits"`` or ``"probabilities"``.
+        student_reduction: ``"mean"`` or ``"sum"`` (see `loss_reduction`).
+        check_numerics: Wrap each feature term in a NaN/inf check (needs the
+            TensorFlow backend).
+
+    Example:
+    >>> import keras
+    >>> from keras_distill import terms
+    >>> Objective(alpha=0.0, temperature=1.0, student_loss_fn=None,
+    ...           logit_term=terms.KD()).log_names()
+    ('distillation_loss',)
+    """
+
+    def __init__(self, *, alpha, temperature, student_loss_fn, logit_term,
+                 logits_weight=1.0, feature_terms=(), teacher_kind="logits",
+                 student_kind="logits", student_reduction="mean",
+                 check_numerics=False):
+        self.alpha = alpha
+        self.temperature = temperature
+        self.student_loss_fn = student_loss_fn
+        self.logit_term = logit_term
+        self.logits_weight = logits_weight
+        self.feature_terms = list(feature_terms)
+        self.teacher_kind = teacher_kind
+        self.student_kind = student_kind
+        self.student_reduction = student_reduction
+        self.check_numerics = check_numerics
+
+    @property
+    def uses_student_loss(self):
+        return self.student_loss_fn is not None and self.alpha > 0
+
+    def log_names(self, labelled=True):
+        """Names of the values `training_loss` logs besides ``loss``."""
+        names = []
+        if labelled and self.uses_student_loss:
+            names.append("student_loss")
+        names.append("distillation_loss")
+        names += [term[0] for term in self.feature_terms]
+        return tuple(names)
+
+    # ------------------------------------------------------------ pieces
+    def student_term(self, y, student_out, sample_weight=None, scale=_one):
+        """The student loss against the labels (this replica's share)."""
+        from keras_distill.terms import per_sample_loss
+
+        values = per_sample_loss(self.student_loss_fn, y, student_out)
+        return weighted_mean(values, sample_weight, self.student_reduction,
+                             scale, "`student_loss_fn`")
+
+    def distillation_term(self, teacher_out, student_out, y=None,
+                          sample_weight=None, scale=_one):
+        """``logits_weight · logit_term(t, s)`` (this replica's share)."""
+        check_shapes(teacher_out.shape, student_out.shape)
+        check_class_axis(teacher_out.shape, "teacher")
+        if self.logits_weight == 0.0:
+            return ops.zeros((), "float32")
+        if self.logit_term.needs_labels and y is None:
+            raise ValueError(
+                f"The distillation term {self.logit_term!r} needs the labels: "
+                "pass `(x, y)` to fit/evaluate, or use the default 'kd' term "
+                "to distil unlabelled data."
+            )
+        t = to_logits(teacher_out, self.teacher_kind)
+        s = to_logits(student_out, self.student_kind)
+        values = self.logit_term.per_sample(t, s, labels=y,
+                                            temperature=self.temperature)
+        value = weighted_mean(values, sample_weight, "mean", scale,
+                              "`distillation_loss_fn`")
+        if self.logits_weight != 1.0:
+            value = value * self.logits_weight
+        return value
+
+    def feature_values(self, teacher_features, student_features,
+                       sample_weight=None, scale=_one):
+        """``{name: (weight, this replica's share)}`` of every feature term."""
+        out = {}
+        for name, weight, term, t_keys, s_keys, adapters, describe in (
+            self.feature_terms
+        ):
+            t = [teacher_features[k] for k in t_keys]
+            s = []
+            for key, adapter in zip(s_keys, adapters):
+                value = student_features[key]
+                s.append(value if adapter is None else adapter(value))
+            value = weighted_mean(term.per_sample(*t, *s), sample_weight,
+                                  "mean", scale,
+                                  f"The feature loss of {describe}")
+            if self.check_numerics:
+                import tensorflow as tf
+
+                value = tf.debugging.check_numerics(
+                    value, f"keras_distill: the feature term {name!r} "
+                    f"({describe}) is NaN or infinite")
+            out[name] = (weight, value)
+        return out
+
+    # ------------------------------------------------------------ steps
+    def training_loss(self, *, y=None, sample_weight=None, student_out,
+                      teacher_out, student_features=None,
+                      teacher_features=None, regularisation=None, scale=_one):
+        """The loss to minimise and the values to log (unscaled).
+
+        Returns:
+            ``(total, logs)``: ``total`` is this replica's share (what the
+            gradient is taken of); ``logs`` maps ``student_loss``,
+            ``distillation_loss`` and each feature term's name to its
+            value, without the distribution scaling.
+        """
+        logs = {}
+        distill = self.distillation_term(teacher_out, student_out, y,
+                                         sample_weight, scale)
+        total = (1.0 - self.alpha) * distill
+        if self.uses_student_loss:
+            if y is None:
+                raise ValueError(
+                    f"alpha={self.alpha} weighs a student loss on labels, but "
+                    "the data has no labels. Pass `(x, y)`, or set alpha=0 "
+                    "to distil on unlabelled data."
+                )
+            student = self.student_term(y, student_out, sample_weight, scale)
+            total = total + self.alpha * student
+            logs["student_loss"] = student
+        logs["distillation_loss"] = distill
+        features = self.feature_values(teacher_features or {},
+                                       student_features or {},
+                                       sample_weight, scale)
+        for name, (weight, value) in features.items():
+            total = total + weight * value
+            logs[name] = value
+        if regularisation is not None:
+            total = total + regularisation
+        return total, logs
+
+    def evaluation_loss(self, *, y=None, sample_weight=None, student_out,
+                        teacher_out_fn, regularisation=None, scale=_one):
+        """What ``evaluate`` reports: the student alone when labelled.
+
+        With labels and a student loss: ``loss`` is the student loss plus
+        regularisation (what ``student.evaluate`` would give) and the
+        teacher is not run. Otherwise the distillation loss against the
+        teacher (``teacher_out_fn()`` runs it).
+
+        Returns:
+            ``(total, logs)`` as `training_loss`.
+        """
+        if y is not None and self.student_loss_fn is not None:
+            student = self.student_term(y, student_out, sample_weight, scale)
+            total = student
+            if regularisation is not None:
+                total = total + regularisation
+            return total, {"student_loss": student}
+        distill = self.distillation_term(teacher_out_fn(), student_out, y,
+                                         sample_weight, scale)
+        return distill, {"distillation_loss": distill}
