@@ -1,10 +1,14 @@
 """Distillation losses: pure functions on tensors.
 
-Every function here takes tensors (or anything ``tf.convert_to_tensor``
-accepts), returns a ``tf.Tensor``, keeps no state and works the same for
-Keras 3 and ``tf_keras`` models, in eager mode, inside ``tf.function`` and
-under XLA. They are computed in float32 (float64 inputs stay float64) from
-log-softmax, so logits of any magnitude give exact, finite results.
+Every function here is written in ``keras.ops``, so it runs on every Keras 3
+backend. It takes tensors (or anything ``keras.ops.convert_to_tensor``
+accepts: numpy arrays, lists, the backend's own tensors; on the TensorFlow
+backend also ``tf.Tensor``s from ``tf_keras`` models), returns a tensor of
+the active backend, keeps no state and works in eager mode and when traced:
+inside ``tf.function`` and under XLA on TensorFlow, inside ``jax.jit`` on
+JAX. They are computed in float32 (float64 inputs stay float64; on JAX that
+needs ``jax_enable_x64``) from log-softmax, so logits of any magnitude give
+exact, finite results.
 
 Conventions (see also docs in README):
 
@@ -17,47 +21,127 @@ Conventions (see also docs in README):
 import math
 import numbers
 
-import tensorflow as tf
+import keras
+import numpy as np
+from keras import ops
+
+from keras_distill._validation import (
+    check_bool,
+    check_choice,
+    check_temperature,
+    check_weight,
+)
 
 _REDUCTIONS = ("mean", "none")
 
-
-def _check_temperature(value, argument):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"`{argument}` must be a positive finite number, got {value!r} "
-            f"of type {type(value).__name__}."
-        )
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(
-            f"`{argument}` must be a positive finite number, got {value!r}. "
-            "Typical distillation temperatures are between 1 and 20."
-        )
-    return float(value)
+# Old names, still imported by other modules.
+_check_temperature = check_temperature
+_check_weight = check_weight
+_check_bool = check_bool
 
 
 def _check_reduction(reduction):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(
-            f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}."
-        )
+    check_choice(reduction, _REDUCTIONS, "reduction")
+
+
+# ---------------------------------------------------------------------------
+# Backend-neutral helpers.
+
+
+def _dtype(x):
+    return keras.backend.standardize_dtype(x.dtype)
+
+
+def _static_shape(x):
+    """The static shape as a tuple (``None`` for unknown dimensions), or
+    ``None`` if even the rank is unknown (only in TensorFlow graphs)."""
+    shape = x.shape
+    if getattr(shape, "rank", 0) is None:
+        return None
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def _rank(x):
+    shape = _static_shape(x)
+    return None if shape is None else len(shape)
+
+
+def _compatible(a, b):
+    """Whether two static shapes (tuples or ``None``) can be equal."""
+    if a is None or b is None:
+        return True
+    return len(a) == len(b) and all(
+        x is None or y is None or x == y for x, y in zip(a, b)
+    )
+
+
+def _fully_defined(shape):
+    return shape is not None and all(d is not None for d in shape)
+
+
+def _shape(x):
+    shape = _static_shape(x)
+    return shape if shape is not None else "(unknown rank)"
+
+
+def _dim(x, axis):
+    """A static dimension if known, else a dynamic one (TensorFlow graphs)."""
+    shape = _static_shape(x)
+    if shape is not None and shape[axis] is not None:
+        return shape[axis]
+    if shape is None and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # Only reached with a tf tensor in hand.
+
+        return tf.shape(x)[axis]
+    return ops.shape(x)[axis]
+
+
+def _with_runtime_check(x, make_check):
+    """Runs the assertion ``make_check(tf)`` before ``x``, on TensorFlow only.
+
+    Static shapes are checked in Python; this catches dimensions only known
+    at run time inside ``tf.function``. XLA compiles assertions to no-ops.
+    Other backends trace with static shapes (the static checks cover them),
+    so there it returns ``x`` unchanged. TensorFlow is imported lazily: only
+    when the backend is TensorFlow, i.e. when it is loaded anyway.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return x
+    import tensorflow as tf
+
+    with tf.control_dependencies([make_check(tf)]):
+        return tf.identity(x)
+
+
+def _numpy_if_concrete(x):
+    """``x`` as a numpy array if its value is known now, else ``None``
+    (inside ``tf.function`` or ``jax.jit``)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly():
+            return None
+    elif backend == "jax":
+        import jax
+
+        if isinstance(x, jax.core.Tracer):
+            return None
+    return ops.convert_to_numpy(x)
 
 
 def _float_pair(teacher_logits, student_logits):
-    t = tf.convert_to_tensor(teacher_logits)
-    s = tf.convert_to_tensor(student_logits)
-    dtype = tf.float64 if tf.float64 in (t.dtype, s.dtype) else tf.float32
-    t = tf.cast(t, dtype)
-    s = tf.cast(s, dtype)
-    if t.shape.rank is not None and s.shape.rank is not None:
-        if not t.shape.is_compatible_with(s.shape):
+    t, s = _as_float(teacher_logits, student_logits)
+    t_shape, s_shape = _static_shape(t), _static_shape(s)
+    if t_shape is not None and s_shape is not None:
+        if not _compatible(t_shape, s_shape):
             raise ValueError(
                 "`teacher_logits` and `student_logits` must have the same "
-                f"shape, got teacher {tuple(t.shape)} and student "
-                f"{tuple(s.shape)}. The student must predict the same "
+                f"shape, got teacher {t_shape} and student "
+                f"{s_shape}. The student must predict the same "
                 "classes as the teacher."
             )
-        if t.shape.rank == 0:
+        if len(t_shape) == 0:
             raise ValueError(
                 "`teacher_logits` and `student_logits` need a class axis "
                 "(rank >= 1), got scalars."
@@ -65,10 +149,26 @@ def _float_pair(teacher_logits, student_logits):
     return t, s
 
 
+def _mean(x, axis=None, keepdims=False):
+    """``keras.ops.mean`` that keeps float64 precise on every backend.
+
+    On backends other than TensorFlow, Keras's type promotion maps float64
+    to float32, so ``keras.ops.mean`` of a float64 tensor is computed in
+    float32 (and cast back). A sum divided by the count is exact float64.
+    """
+    if _dtype(x) != "float64" or keras.backend.backend() == "tensorflow":
+        return ops.mean(x, axis=axis, keepdims=keepdims)
+    shape = _static_shape(x)  # Static outside TensorFlow.
+    axes = range(len(shape)) if axis is None else (
+        (axis,) if isinstance(axis, int) else axis)
+    count = math.prod(shape[a] for a in axes)
+    return ops.sum(x, axis=axis, keepdims=keepdims) / count
+
+
 def _reduce(values, reduction):
     if reduction == "none":
         return values
-    return tf.reduce_mean(values)
+    return _mean(values)
 
 
 def kd_loss(teacher_logits, student_logits, temperature=1.0, reduction="mean"):
@@ -109,12 +209,12 @@ def kd_loss(teacher_logits, student_logits, temperature=1.0, reduction="mean"):
     >>> round(float(kd_loss(t, np.zeros((1, 3)), temperature=4.0)), 4)
     12.7056
     """
-    temperature = _check_temperature(temperature, "temperature")
+    temperature = check_temperature(temperature, "temperature")
     _check_reduction(reduction)
     t, s = _float_pair(teacher_logits, student_logits)
-    log_p = tf.nn.log_softmax(t / temperature, axis=-1)
-    log_q = tf.nn.log_softmax(s / temperature, axis=-1)
-    kl = tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
+    log_p = ops.log_softmax(t / temperature, axis=-1)
+    log_q = ops.log_softmax(s / temperature, axis=-1)
+    kl = ops.sum(ops.exp(log_p) * (log_p - log_q), axis=-1)
     return _reduce(kl * (temperature**2), reduction)
 
 
@@ -155,17 +255,17 @@ def soft_label_loss(
     >>> round(float(soft_label_loss(t, t)), 6)  # log(2): entropy of [.5, .5]
     0.693147
     """
-    teacher_temperature = _check_temperature(
+    teacher_temperature = check_temperature(
         teacher_temperature, "teacher_temperature"
     )
-    student_temperature = _check_temperature(
+    student_temperature = check_temperature(
         student_temperature, "student_temperature"
     )
     _check_reduction(reduction)
     t, s = _float_pair(teacher_logits, student_logits)
-    p = tf.nn.softmax(t / teacher_temperature, axis=-1)
-    log_q = tf.nn.log_softmax(s / student_temperature, axis=-1)
-    ce = -tf.reduce_sum(p * log_q, axis=-1)
+    p = ops.softmax(t / teacher_temperature, axis=-1)
+    log_q = ops.log_softmax(s / student_temperature, axis=-1)
+    ce = -ops.sum(p * log_q, axis=-1)
     return _reduce(ce, reduction)
 
 
@@ -186,18 +286,16 @@ def probabilities_to_logits(probabilities):
     Example:
     >>> import numpy as np
     >>> logits = probabilities_to_logits(np.array([[0.5, 0.5, 0.0]]))
-    >>> bool(np.isfinite(logits.numpy()).all())
+    >>> bool(np.isfinite(np.asarray(logits)).all())
     True
     """
-    p = tf.convert_to_tensor(probabilities)
-    if not p.dtype.is_floating:
-        p = tf.cast(p, tf.float32)
-    if p.dtype in (tf.float16, tf.bfloat16):
-        p = tf.cast(p, tf.float32)
-    tiny = p.dtype.as_numpy_dtype(
-        1.1754944e-38 if p.dtype == tf.float32 else 2.2250738585072014e-308
-    )
-    return tf.math.log(tf.maximum(p, tiny))
+    p = ops.convert_to_tensor(probabilities)
+    if _dtype(p) != "float64":  # ints, float16 and bfloat16 too
+        p = ops.cast(p, "float32")
+    # The smallest normal float, as a tensor of p's dtype (a Python float
+    # would round 2.2e-308 to 0 on its way through float32).
+    tiny = ops.convert_to_tensor(np.finfo(_dtype(p)).tiny, dtype=_dtype(p))
+    return ops.log(ops.maximum(p, tiny))
 
 
 # ---------------------------------------------------------------------------
@@ -217,57 +315,16 @@ def probabilities_to_logits(probabilities):
 _EPSILON = 1e-12
 
 
-def _check_weight(value, argument):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"`{argument}` must be a non-negative finite number, got "
-            f"{value!r} of type {type(value).__name__}."
-        )
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"`{argument}` must be a non-negative finite number, got {value!r}."
-        )
-    return float(value)
-
-
-def _check_bool(value, argument):
-    if not isinstance(value, bool):
-        raise TypeError(
-            f"`{argument}` must be True or False, got {value!r} of type "
-            f"{type(value).__name__}."
-        )
-    return value
-
-
 def _as_float(*tensors):
     """Converts to one float dtype: float64 if any input is, else float32."""
-    tensors = [tf.convert_to_tensor(x) for x in tensors]
-    dtype = tf.float64 if any(x.dtype == tf.float64 for x in tensors) else tf.float32
-    return [tf.cast(x, dtype) for x in tensors]
-
-
-def _shape(x):
-    return tuple(x.shape) if x.shape.rank is not None else "(unknown rank)"
-
-
-def _with_runtime_check(x, check):
-    """Runs ``check`` (an assertion op) before ``x`` in graphs.
-
-    Static shapes are checked in Python; this catches dimensions only known
-    at run time inside ``tf.function``. XLA compiles assertions to no-ops.
-    """
-    with tf.control_dependencies([check]):
-        return tf.identity(x)
-
-
-def _dim(x, axis):
-    """A static dimension if known, else a dynamic one."""
-    static = x.shape[axis]
-    return static if static is not None else tf.shape(x)[axis]
+    tensors = [ops.convert_to_tensor(x) for x in tensors]
+    dtype = "float64" if any(_dtype(x) == "float64" for x in tensors) else "float32"
+    return [ops.cast(x, dtype) for x in tensors]
 
 
 def _check_feature_map(x, argument):
-    if x.shape.rank is not None and x.shape.rank < 3:
+    rank = _rank(x)
+    if rank is not None and rank < 3:
         raise ValueError(
             f"`{argument}` must be a channels-last feature map of shape "
             f"(batch, height, width, channels), got shape {_shape(x)}."
@@ -276,24 +333,25 @@ def _check_feature_map(x, argument):
 
 def _flatten_spatial(x):
     """(batch, *spatial, channels) -> (batch, positions, channels)."""
-    if x.shape.rank == 3:
+    if _rank(x) == 3:
         return x
-    return tf.reshape(x, [_dim(x, 0), -1, _dim(x, -1)])
+    return ops.reshape(x, (_dim(x, 0), -1, _dim(x, -1)))
 
 
 def _unit_max_scale(x, axis):
     """``x`` divided by its largest |value| over ``axis`` (constant for the
     gradient); all-zero slices stay zero."""
-    scale = tf.stop_gradient(tf.reduce_max(tf.abs(x), axis=axis, keepdims=True))
-    return x / tf.where(scale > 0, scale, tf.ones_like(scale))
+    scale = ops.stop_gradient(ops.max(ops.abs(x), axis=axis, keepdims=True))
+    return x / ops.where(ops.greater(scale, 0), scale, ops.ones_like(scale))
 
 
 def _per_sample_mean(values):
     """Mean over every axis but the first (identity for rank <= 1)."""
-    if values.shape.rank is not None:
-        axes = list(range(1, values.shape.rank))
-        return tf.reduce_mean(values, axis=axes) if axes else values
-    return tf.reduce_mean(values, axis=tf.range(1, tf.rank(values)))
+    rank = _rank(values)
+    if rank is not None:
+        axes = tuple(range(1, rank))
+        return _mean(values, axis=axes) if axes else values
+    return _mean(ops.reshape(values, (_dim(values, 0), -1)), axis=1)
 
 
 def l2_loss(teacher_feat, student_feat, reduction="mean"):
@@ -327,33 +385,37 @@ def l2_loss(teacher_feat, student_feat, reduction="mean"):
     >>> t = np.array([[1.0, 2.0], [3.0, 4.0]])
     >>> float(l2_loss(t, t + 2.0))
     4.0
-    >>> l2_loss(t, np.array([[1.0, 2.0], [3.0, 6.0]]), reduction="none").numpy()
-    array([0., 2.])
+    >>> np.asarray(l2_loss(t, np.array([[1.0, 2.0], [3.0, 6.0]]),
+    ...                    reduction="none")).tolist()
+    [0.0, 2.0]
     """
     _check_reduction(reduction)
     t, s = _as_float(teacher_feat, student_feat)
-    if not t.shape.is_compatible_with(s.shape):
+    if not _compatible(_static_shape(t), _static_shape(s)):
         raise ValueError(
             "`teacher_feat` and `student_feat` must have the same shape, got "
             f"teacher {_shape(t)} and student {_shape(s)}. Map the student's "
             "features to the teacher's shape with an adapter (e.g. a 1x1 "
             "convolution or a Dense layer) first."
         )
-    if not (t.shape.is_fully_defined() and s.shape.is_fully_defined()):
-        s = _with_runtime_check(s, tf.debugging.assert_equal(
+    if not (_fully_defined(_static_shape(t)) and _fully_defined(_static_shape(s))):
+        s = _with_runtime_check(s, lambda tf: tf.debugging.assert_equal(
             tf.shape(t), tf.shape(s),
             message="l2_loss: `teacher_feat` and `student_feat` must have "
                     "the same shape"))
-    squared = tf.square(s - t)
+    squared = ops.square(s - t)
     if reduction == "none":
         return _per_sample_mean(squared)
-    return tf.reduce_mean(squared)
+    return _mean(squared)
 
 
 def _fsp(first, second, first_name, second_name, normalize):
     _check_feature_map(first, first_name)
     _check_feature_map(second, second_name)
-    if not first.shape[:-1].is_compatible_with(second.shape[:-1]):
+    first_shape, second_shape = _static_shape(first), _static_shape(second)
+    if first_shape is not None and second_shape is not None and not _compatible(
+        first_shape[:-1], second_shape[:-1]
+    ):
         raise ValueError(
             f"`{first_name}` and `{second_name}` must have the same batch "
             f"size and spatial size (height, width), got {first_name} "
@@ -362,8 +424,8 @@ def _fsp(first, second, first_name, second_name, normalize):
             "with the same height and width, or pool the larger map (e.g. "
             "with AveragePooling2D) first."
         )
-    if not (first.shape.is_fully_defined() and second.shape.is_fully_defined()):
-        second = _with_runtime_check(second, tf.debugging.assert_equal(
+    if not (_fully_defined(first_shape) and _fully_defined(second_shape)):
+        second = _with_runtime_check(second, lambda tf: tf.debugging.assert_equal(
             tf.shape(first)[:-1], tf.shape(second)[:-1],
             message=f"FSP: `{first_name}` and `{second_name}` must have the "
                     "same batch and spatial size"))
@@ -372,15 +434,15 @@ def _fsp(first, second, first_name, second_name, normalize):
     if normalize:
         a = _rms_normalize(a)
         b = _rms_normalize(b)
-    gram = tf.linalg.matmul(a, b, transpose_a=True)
-    return gram / tf.cast(tf.shape(a)[1], gram.dtype)
+    gram = ops.matmul(ops.transpose(a, (0, 2, 1)), b)
+    return gram / ops.cast(_dim(a, 1), gram.dtype)
 
 
 def _rms_normalize(x):
     """Divides each sample of ``(batch, positions, channels)`` by its RMS."""
-    x = _unit_max_scale(x, axis=[1, 2])
-    mean_square = tf.reduce_mean(tf.square(x), axis=[1, 2], keepdims=True)
-    return x * tf.math.rsqrt(mean_square + _EPSILON)
+    x = _unit_max_scale(x, axis=(1, 2))
+    mean_square = _mean(ops.square(x), axis=(1, 2), keepdims=True)
+    return x * ops.rsqrt(mean_square + _EPSILON)
 
 
 def fsp_matrix(f1, f2):
@@ -409,8 +471,8 @@ def fsp_matrix(f1, f2):
     >>> import numpy as np
     >>> f1 = np.ones((1, 2, 2, 1))
     >>> f2 = np.arange(8.0).reshape(1, 2, 2, 2)  # channels [0,2,4,6], [1,3,5,7]
-    >>> fsp_matrix(f1, f2).numpy()
-    array([[[3., 4.]]])
+    >>> np.asarray(fsp_matrix(f1, f2)).tolist()
+    [[[3.0, 4.0]]]
     """
     f1, f2 = _as_float(f1, f2)
     return _fsp(f1, f2, "f1", "f2", normalize=False)
@@ -476,51 +538,54 @@ def fsp_loss(
     >>> float(fsp_loss(t1, t2, t1, 3 * t2))  # normalised: scale-invariant
     0.0
     """
-    normalize = _check_bool(normalize, "normalize")
+    normalize = check_bool(normalize, "normalize")
     _check_reduction(reduction)
     t1, t2, s1, s2 = _as_float(
         teacher_first, teacher_second, student_first, student_second
     )
     g_t = _fsp(t1, t2, "teacher_first", "teacher_second", normalize)
     g_s = _fsp(s1, s2, "student_first", "student_second", normalize)
-    if not g_t.shape[1:].is_compatible_with(g_s.shape[1:]):
+    gt_shape, gs_shape = _static_shape(g_t), _static_shape(g_s)
+    if not _compatible(gt_shape[1:], gs_shape[1:]):
         raise ValueError(
             "The teacher's and the student's FSP matrices must have the same "
-            f"shape (C1, C2), got teacher {tuple(g_t.shape[1:])} (from "
+            f"shape (C1, C2), got teacher {gt_shape[1:]} (from "
             f"teacher_first {_shape(t1)} and teacher_second {_shape(t2)}) "
-            f"and student {tuple(g_s.shape[1:])} (from student_first "
+            f"and student {gs_shape[1:]} (from student_first "
             f"{_shape(s1)} and student_second {_shape(s2)}). An adapter is "
             "needed: map the student's features to the teacher's channel "
             "counts (e.g. with a 1x1 convolution) first."
         )
-    if not g_t.shape[:1].is_compatible_with(g_s.shape[:1]):
+    if not _compatible(gt_shape[:1], gs_shape[:1]):
         raise ValueError(
             "The teacher's and the student's feature maps must have the same "
             f"batch size, got teacher_first {_shape(t1)} and student_first "
             f"{_shape(s1)}."
         )
-    if not (g_t.shape.is_fully_defined() and g_s.shape.is_fully_defined()):
-        g_s = _with_runtime_check(g_s, tf.debugging.assert_equal(
+    if not (_fully_defined(gt_shape) and _fully_defined(gs_shape)):
+        g_s = _with_runtime_check(g_s, lambda tf: tf.debugging.assert_equal(
             tf.shape(g_t), tf.shape(g_s),
             message="fsp_loss: the teacher's and the student's FSP matrices "
                     "must have the same shape (batch, C1, C2)"))
-    squared = tf.square(g_s - g_t)
+    squared = ops.square(g_s - g_t)
     if reduction == "none":
-        return tf.reduce_mean(squared, axis=[1, 2])
-    return tf.reduce_mean(squared)
+        return _mean(squared, axis=(1, 2))
+    return _mean(squared)
 
 
 def _attention_map(feat, p):
     """Q = sum_c |A_c|^p per position, flattened and L2-normalised."""
-    a = _unit_max_scale(_flatten_spatial(feat), axis=[1, 2])
+    a = _unit_max_scale(_flatten_spatial(feat), axis=(1, 2))
     if p == 2.0:
-        powered = tf.square(a)
+        powered = ops.square(a)
     elif p == 1.0:
-        powered = tf.abs(a)
+        powered = ops.abs(a)
     else:
-        powered = tf.pow(tf.abs(a), p)
-    q = tf.reduce_sum(powered, axis=-1)
-    return tf.math.l2_normalize(q, axis=-1, epsilon=_EPSILON)
+        powered = ops.power(ops.abs(a), p)
+    q = ops.sum(powered, axis=-1)
+    # tf.math.l2_normalize's formula: q / sqrt(max(sum(q**2), epsilon)).
+    square_sum = ops.sum(ops.square(q), axis=-1, keepdims=True)
+    return q * ops.rsqrt(ops.maximum(square_sum, _EPSILON))
 
 
 def at_loss(teacher_feat, student_feat, p=2, reduction="mean"):
@@ -586,50 +651,56 @@ def at_loss(teacher_feat, student_feat, p=2, reduction="mean"):
     t, s = _as_float(teacher_feat, student_feat)
     _check_feature_map(t, "teacher_feat")
     _check_feature_map(s, "student_feat")
-    if not t.shape[:-1].is_compatible_with(s.shape[:-1]):
+    t_shape, s_shape = _static_shape(t), _static_shape(s)
+    if t_shape is not None and s_shape is not None and not _compatible(
+        t_shape[:-1], s_shape[:-1]
+    ):
         raise ValueError(
             "`teacher_feat` and `student_feat` must have the same batch and "
             f"spatial size (channels may differ), got teacher {_shape(t)} and "
             f"student {_shape(s)}. Pick layers of equal spatial size, or "
             "pool / resize the larger map first."
         )
-    if not (t.shape.is_fully_defined() and s.shape.is_fully_defined()):
-        s = _with_runtime_check(s, tf.debugging.assert_equal(
+    if not (_fully_defined(t_shape) and _fully_defined(s_shape)):
+        s = _with_runtime_check(s, lambda tf: tf.debugging.assert_equal(
             tf.shape(t)[:-1], tf.shape(s)[:-1],
             message="at_loss: `teacher_feat` and `student_feat` must have "
                     "the same batch and spatial size"))
     diff = _attention_map(s, p) - _attention_map(t, p)
-    per_sample = tf.reduce_sum(tf.square(diff), axis=-1)
+    per_sample = ops.sum(ops.square(diff), axis=-1)
     return _reduce(per_sample, reduction)
 
 
 def _class_ids(labels, logits):
     """Integer class ids of shape ``logits.shape[:-1]``, validated."""
-    labels = tf.convert_to_tensor(labels)
-    if not (labels.dtype.is_integer or labels.dtype.is_floating):
+    labels = ops.convert_to_tensor(labels)
+    dtype = _dtype(labels)
+    if not (keras.backend.is_int_dtype(dtype) or keras.backend.is_float_dtype(dtype)):
         raise TypeError(
             "`labels` must be integer class ids, got a tensor of dtype "
-            f"{labels.dtype.name}."
+            f"{dtype}."
         )
-    lead = logits.shape[:-1]
-    if labels.shape.rank is not None and lead.rank is not None:
-        if labels.shape.rank == lead.rank + 1 and labels.shape[-1] == 1:
-            labels = tf.squeeze(labels, axis=-1)
-        if not labels.shape.is_compatible_with(lead):
+    logits_shape, labels_shape = _static_shape(logits), _static_shape(labels)
+    if labels_shape is not None and logits_shape is not None:
+        lead = logits_shape[:-1]
+        if len(labels_shape) == len(lead) + 1 and labels_shape[-1] == 1:
+            labels = ops.squeeze(labels, axis=-1)
+            labels_shape = labels_shape[:-1]
+        if not _compatible(labels_shape, lead):
             hint = ""
-            if labels.shape.rank == lead.rank + 1:
-                hint = (" They look one-hot: pass tf.argmax(labels, axis=-1)"
-                        " instead.")
+            if len(labels_shape) == len(lead) + 1:
+                hint = (" They look one-hot: pass keras.ops.argmax(labels, "
+                        "axis=-1) instead.")
             raise ValueError(
                 "`labels` must hold one integer class id per sample, of "
-                f"shape {tuple(lead)} or {tuple(lead) + (1,)}, got "
-                f"{_shape(labels)} for logits of shape {_shape(logits)}."
+                f"shape {lead} or {lead + (1,)}, got "
+                f"{labels_shape} for logits of shape {logits_shape}."
                 + hint
             )
     classes = _dim(logits, -1)
-    if tf.executing_eagerly():
-        values = labels.numpy()
-        if labels.dtype.is_floating and (values != values.round()).any():
+    values = _numpy_if_concrete(labels)
+    if values is not None:
+        if keras.backend.is_float_dtype(dtype) and (values != values.round()).any():
             raise ValueError(
                 "`labels` must be integer class ids, got non-integer values."
             )
@@ -638,26 +709,29 @@ def _class_ids(labels, logits):
                 f"`labels` must be class ids in [0, {classes}), got values "
                 f"from {values.min()} to {values.max()}."
             )
-        return tf.cast(labels, tf.int32)
-    labels = tf.cast(labels, tf.int32)
+        return ops.cast(labels, "int32")
+    # Traced: the values are checked at run time on TensorFlow (not under
+    # XLA); inside jax.jit they cannot be checked.
+    labels = ops.cast(labels, "int32")
     message = "dkd_loss: `labels` must be class ids in [0, classes)"
-    labels = _with_runtime_check(
-        labels, tf.debugging.assert_non_negative(labels, message=message))
-    return _with_runtime_check(labels, tf.debugging.assert_less(
+    labels = _with_runtime_check(labels, lambda tf: (
+        tf.debugging.assert_non_negative(labels, message=message)))
+    return _with_runtime_check(labels, lambda tf: tf.debugging.assert_less(
         labels, tf.cast(classes, tf.int32), message=message))
 
 
 def _decoupled_log_probs(logits, target, temperature):
     """log [p_t, 1 - p_t] and log p̂ (non-target softmax, 0 at the target)."""
     z = logits / temperature
-    lowest = tf.constant(z.dtype.min, z.dtype)
-    z_target = tf.reduce_sum(tf.where(target, z, tf.zeros_like(z)), axis=-1)
-    z_others = tf.where(target, tf.fill(tf.shape(z), lowest), z)
-    lse_others = tf.reduce_logsumexp(z_others, axis=-1)
-    log_binary = tf.nn.log_softmax(tf.stack([z_target, lse_others], axis=-1))
+    lowest = ops.convert_to_tensor(np.finfo(_dtype(z)).min, dtype=_dtype(z))
+    zeros = ops.zeros_like(z)
+    z_target = ops.sum(ops.where(target, z, zeros), axis=-1)
+    z_others = ops.where(target, lowest, z)
+    lse_others = ops.logsumexp(z_others, axis=-1)
+    log_binary = ops.log_softmax(ops.stack([z_target, lse_others], axis=-1), axis=-1)
     # Masked *before* any exp(), so neither the value nor the gradient of
     # the target entry can overflow.
-    log_others = tf.where(target, tf.zeros_like(z), z - lse_others[..., None])
+    log_others = ops.where(target, zeros, z - ops.expand_dims(lse_others, -1))
     return log_binary, log_others
 
 
@@ -709,7 +783,8 @@ def dkd_loss(
         labels: Integer ground-truth class ids, shape ``(batch,)`` or
             ``(batch, 1)`` (float tensors holding integers are accepted).
             Ids are range-checked eagerly and in ``tf.function`` (not under
-            XLA, where assertions compile to nothing).
+            XLA, where assertions compile to nothing, nor inside
+            ``jax.jit``, where their values are unknown).
         alpha: Weight of TCKD, >= 0.
         beta: Weight of NCKD, >= 0. ``alpha=1, beta=0`` gives T²·TCKD and
             ``alpha=0, beta=1`` gives T²·NCKD alone.
@@ -732,65 +807,73 @@ def dkd_loss(
     >>> round(float(dkd_loss(t, s, [0], alpha=0.0, beta=1.0)), 4)  # T²·NCKD
     0.4974
     """
-    alpha = _check_weight(alpha, "alpha")
-    beta = _check_weight(beta, "beta")
-    temperature = _check_temperature(temperature, "temperature")
+    alpha = check_weight(alpha, "alpha")
+    beta = check_weight(beta, "beta")
+    temperature = check_temperature(temperature, "temperature")
     _check_reduction(reduction)
     t, s = _float_pair(teacher_logits, student_logits)
-    if t.shape.rank is not None and t.shape[-1] is not None and t.shape[-1] < 2:
+    t_shape = _static_shape(t)
+    if t_shape is not None and t_shape[-1] is not None and t_shape[-1] < 2:
         raise ValueError(
             "`teacher_logits` and `student_logits` need at least 2 classes "
             f"for DKD, got shape {_shape(t)}."
         )
     labels = _class_ids(labels, t)
-    target = tf.equal(labels[..., None], tf.range(_dim(t, -1), dtype=tf.int32))
+    target = ops.equal(
+        ops.expand_dims(labels, -1), ops.arange(_dim(t, -1), dtype="int32")
+    )
     log_bt, log_pt = _decoupled_log_probs(t, target, temperature)
     log_bs, log_ps = _decoupled_log_probs(s, target, temperature)
-    tckd = tf.reduce_sum(tf.exp(log_bt) * (log_bt - log_bs), axis=-1)
-    nckd = tf.reduce_sum(tf.exp(log_pt) * (log_pt - log_ps), axis=-1)
+    tckd = ops.sum(ops.exp(log_bt) * (log_bt - log_bs), axis=-1)
+    nckd = ops.sum(ops.exp(log_pt) * (log_pt - log_ps), axis=-1)
     # At the target entry both logs are 0: it adds exp(0) * 0 = 0 to NCKD.
     per_sample = (alpha * tckd + beta * nckd) * (temperature**2)
     return _reduce(per_sample, reduction)
 
 
 def _flatten_embeddings(x, argument):
-    if x.shape.rank is not None and x.shape.rank < 2:
+    rank = _rank(x)
+    if rank is not None and rank < 2:
         raise ValueError(
             f"`{argument}` must be a batch of embeddings of shape "
             f"(batch, features), got shape {_shape(x)}."
         )
-    if x.shape.rank == 2:
+    if rank == 2:
         return x
-    return tf.reshape(x, [_dim(x, 0), -1])
+    return ops.reshape(x, (_dim(x, 0), -1))
 
 
 def _relations(x, distances, angles):
     """The normalised distance matrix (N, N) and the angle tensor (N, N, N)."""
     x = _unit_max_scale(x, axis=None)
-    diff = x[None, :, :] - x[:, None, :]  # diff[j, i] = x_i - x_j
-    squared = tf.reduce_sum(tf.square(diff), axis=-1)
-    nonzero = squared > _EPSILON
-    safe = tf.where(nonzero, squared, tf.ones_like(squared))
-    zeros = tf.zeros_like(squared)
+    # diff[j, i] = x_i - x_j
+    diff = ops.expand_dims(x, 0) - ops.expand_dims(x, 1)
+    squared = ops.sum(ops.square(diff), axis=-1)
+    nonzero = ops.greater(squared, _EPSILON)
+    safe = ops.where(nonzero, squared, ops.ones_like(squared))
+    zeros = ops.zeros_like(squared)
     relations = {}
     if distances:
-        dist = tf.where(nonzero, tf.sqrt(safe), zeros)
-        count = tf.reduce_sum(tf.cast(nonzero, dist.dtype))
-        mean = tf.reduce_sum(dist) / tf.maximum(count, 1.0)
-        relations["distance"] = dist / tf.where(mean > 0, mean, tf.ones_like(mean))
+        dist = ops.where(nonzero, ops.sqrt(safe), zeros)
+        count = ops.sum(ops.cast(nonzero, dist.dtype))
+        mean = ops.sum(dist) / ops.maximum(count, 1.0)
+        relations["distance"] = dist / ops.where(
+            ops.greater(mean, 0), mean, ops.ones_like(mean)
+        )
     if angles:
-        inverse = tf.where(nonzero, tf.math.rsqrt(safe), zeros)
-        unit = diff * inverse[..., None]  # unit[j, i] = e_ij, 0 for duplicates
+        inverse = ops.where(nonzero, ops.rsqrt(safe), zeros)
+        # unit[j, i] = e_ij, 0 for duplicates
+        unit = diff * ops.expand_dims(inverse, -1)
         # angle[j, i, k] = <e_ij, e_kj>: the cosine of the angle at vertex x_j.
-        relations["angle"] = tf.linalg.matmul(unit, unit, transpose_b=True)
+        relations["angle"] = ops.matmul(unit, ops.transpose(unit, (0, 2, 1)))
     return relations
 
 
 def _huber(x):
     """Smooth L1 (Huber with delta 1), elementwise."""
-    a = tf.abs(x)
-    quadratic = tf.minimum(a, 1.0)
-    return 0.5 * tf.square(quadratic) + (a - quadratic)
+    a = ops.abs(x)
+    quadratic = ops.minimum(a, 1.0)
+    return 0.5 * ops.square(quadratic) + (a - quadratic)
 
 
 def rkd_loss(teacher_embed, student_embed, distance_weight=25.0, angle_weight=50.0):
@@ -844,29 +927,30 @@ def rkd_loss(teacher_embed, student_embed, distance_weight=25.0, angle_weight=50
     >>> round(float(rkd_loss(t, s)), 4)
     8.274
     """
-    distance_weight = _check_weight(distance_weight, "distance_weight")
-    angle_weight = _check_weight(angle_weight, "angle_weight")
+    distance_weight = check_weight(distance_weight, "distance_weight")
+    angle_weight = check_weight(angle_weight, "angle_weight")
     t, s = _as_float(teacher_embed, student_embed)
     t = _flatten_embeddings(t, "teacher_embed")
     s = _flatten_embeddings(s, "student_embed")
-    if not t.shape[:1].is_compatible_with(s.shape[:1]):
+    t_batch, s_batch = _static_shape(t)[:1], _static_shape(s)[:1]
+    if not _compatible(t_batch, s_batch):
         raise ValueError(
             "`teacher_embed` and `student_embed` must have the same batch "
             f"size, got teacher {_shape(t)} and student {_shape(s)}."
         )
-    if not (t.shape[:1].is_fully_defined() and s.shape[:1].is_fully_defined()):
-        s = _with_runtime_check(s, tf.debugging.assert_equal(
+    if not (_fully_defined(t_batch) and _fully_defined(s_batch)):
+        s = _with_runtime_check(s, lambda tf: tf.debugging.assert_equal(
             tf.shape(t)[0], tf.shape(s)[0],
             message="rkd_loss: `teacher_embed` and `student_embed` must have "
                     "the same batch size"))
     use_d, use_a = distance_weight > 0, angle_weight > 0
     rel_t = _relations(t, use_d, use_a)
     rel_s = _relations(s, use_d, use_a)
-    loss = tf.zeros([], t.dtype)
+    loss = ops.zeros((), dtype=_dtype(t))
     if use_d:
-        loss += distance_weight * tf.reduce_mean(
+        loss += distance_weight * _mean(
             _huber(rel_s["distance"] - rel_t["distance"]))
     if use_a:
-        loss += angle_weight * tf.reduce_mean(
+        loss += angle_weight * _mean(
             _huber(rel_s["angle"] - rel_t["angle"]))
     return loss

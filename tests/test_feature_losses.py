@@ -1,12 +1,40 @@
-"""numpy float64 references for the feature and relational losses."""
+"""numpy float64 references for the feature and relational losses.
+
+Run under every backend: the default (TensorFlow) and ``KERAS_BACKEND=jax``
+(with float64 enabled for this module, so the float64 references hold).
+"""
 
 import itertools
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_distill import losses
+
+BACKEND = keras.backend.backend()
+tf_only = pytest.mark.skipif(BACKEND != "tensorflow",
+                             reason="TensorFlow backend only")
+jax_only = pytest.mark.skipif(BACKEND != "jax", reason="JAX backend only")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _jax_float64():
+    """float64 inputs stay float64 on JAX only with jax_enable_x64."""
+    if BACKEND != "jax":
+        yield
+        return
+    import jax
+
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", previous)
+
+
+def _dtype(x):
+    return keras.backend.standardize_dtype(x.dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -108,15 +136,36 @@ def np_rkd(t, s, distance_weight=25.0, angle_weight=50.0):
             + angle_weight * np_huber(as_ - at).mean())
 
 
+def value_and_grads(loss_fn, *arrays):
+    """``loss_fn(*arrays)`` and the gradients of its sum, as numpy arrays."""
+    if BACKEND == "tensorflow":
+        variables = [tf.Variable(a) for a in arrays]
+        with tf.GradientTape() as tape:
+            value = loss_fn(*variables)
+        grads = tape.gradient(value, variables)
+        return np.asarray(value), [None if g is None else np.asarray(g)
+                                   for g in grads]
+    if BACKEND == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def total(*xs):
+            value = loss_fn(*xs)
+            return jnp.sum(value), value
+
+        (_, value), grads = jax.value_and_grad(
+            total, argnums=tuple(range(len(arrays))), has_aux=True
+        )(*(jnp.asarray(a) for a in arrays))
+        return np.asarray(value), [np.asarray(g) for g in grads]
+    pytest.skip(f"no gradient helper for the {BACKEND} backend")
+
+
 def finite_gradient(loss_fn, *variables):
-    variables = [tf.Variable(v) for v in variables]
-    with tf.GradientTape() as tape:
-        loss = loss_fn(*variables)
-    grads = tape.gradient(loss, variables)
-    assert np.isfinite(loss.numpy()).all(), loss
+    loss, grads = value_and_grads(loss_fn, *variables)
+    assert np.isfinite(loss).all(), loss
     for g in grads:
         assert g is not None
-        assert np.isfinite(g.numpy()).all()
+        assert np.isfinite(g).all()
     return loss, grads
 
 
@@ -134,21 +183,22 @@ def test_l2_loss_matches_numpy():
     np.testing.assert_allclose(float(losses.l2_loss(t, s)), want, rtol=1e-12)
     rows = losses.l2_loss(t, s, reduction="none")
     assert rows.shape == (4,)
-    np.testing.assert_allclose(rows.numpy(), want_rows, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(rows), want_rows, rtol=1e-12)
     got32 = losses.l2_loss(t.astype("float32"), s.astype("float32"))
-    assert got32.dtype == tf.float32
+    assert _dtype(got32) == "float32"
     np.testing.assert_allclose(float(got32), want, rtol=1e-5)
+    assert _dtype(losses.l2_loss(t, s)) == "float64"
 
 
 def test_l2_loss_huge_and_float16_inputs_stay_finite():
     t = np.full((2, 4), 1e4, np.float16)
     s = np.full((2, 4), -1e4, np.float16)
     got = losses.l2_loss(t, s)
-    assert got.dtype == tf.float32  # float16 promoted: 4e8 > float16 max
+    assert _dtype(got) == "float32"  # float16 promoted: 4e8 > float16 max
     np.testing.assert_allclose(float(got), 4e8, rtol=1e-6)
     t = RNG.normal(size=(3, 8)).astype("float32") * 1e6
     _, (grad,) = finite_gradient(lambda s: losses.l2_loss(t, s), -t)
-    np.testing.assert_allclose(grad.numpy(), -4 * t / t.size, rtol=1e-6)
+    np.testing.assert_allclose(grad, -4 * t / t.size, rtol=1e-6)
 
 
 def test_l2_loss_shape_mismatch_names_both_shapes():
@@ -159,6 +209,7 @@ def test_l2_loss_shape_mismatch_names_both_shapes():
         losses.l2_loss(np.zeros((2, 3)), np.zeros((2, 3)), reduction="sum")
 
 
+@tf_only
 def test_l2_loss_checks_dynamic_shapes_in_graphs():
     spec = tf.TensorSpec([None, 3], tf.float32)
     fn = tf.function(losses.l2_loss, input_signature=[spec, spec])
@@ -177,9 +228,9 @@ def test_fsp_matrix_matches_numpy():
     f2 = RNG.normal(size=(3, 4, 5, 6))
     got = losses.fsp_matrix(f1, f2)
     assert got.shape == (3, 2, 6)
-    np.testing.assert_allclose(got.numpy(), np_fsp_matrix(f1, f2), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(got), np_fsp_matrix(f1, f2), rtol=1e-12)
     got32 = losses.fsp_matrix(f1.astype("float32"), f2.astype("float32"))
-    np.testing.assert_allclose(got32.numpy(), np_fsp_matrix(f1, f2),
+    np.testing.assert_allclose(np.asarray(got32), np_fsp_matrix(f1, f2),
                                rtol=1e-5, atol=1e-6)
 
 
@@ -202,7 +253,7 @@ def test_fsp_loss_matches_numpy(normalize):
     np.testing.assert_allclose(float(got), want, rtol=1e-10)
     rows = losses.fsp_loss(t1, t2, s1, s2, normalize=normalize, reduction="none")
     assert rows.shape == (4,)
-    np.testing.assert_allclose(rows.numpy(), want_rows, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(rows), want_rows, rtol=1e-10)
     got32 = losses.fsp_loss(*(x.astype("float32") for x in (t1, t2, s1, s2)),
                             normalize=normalize)
     np.testing.assert_allclose(float(got32), want, rtol=1e-5)
@@ -284,7 +335,7 @@ def test_at_loss_matches_numpy(p):
     np.testing.assert_allclose(float(losses.at_loss(t, s, p=p)), want, rtol=1e-10)
     rows = losses.at_loss(t, s, p=p, reduction="none")
     assert rows.shape == (5,)
-    np.testing.assert_allclose(rows.numpy(), want_rows, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(rows), want_rows, rtol=1e-10)
     got32 = losses.at_loss(t.astype("float32"), s.astype("float32"), p=p)
     np.testing.assert_allclose(float(got32), want, rtol=1e-5)
 
@@ -348,10 +399,10 @@ def test_dkd_loss_matches_numpy(alpha, beta, temperature):
     rows = losses.dkd_loss(t, s, labels[:, None], alpha, beta, temperature,
                            reduction="none")  # (batch, 1) labels too
     assert rows.shape == (16,)
-    np.testing.assert_allclose(rows.numpy(), want_rows, rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(rows), want_rows, rtol=1e-9, atol=1e-14)
     got32 = losses.dkd_loss(t.astype("float32"), s.astype("float32"),
                             labels.astype("float32"), alpha, beta, temperature)
-    assert got32.dtype == tf.float32
+    assert _dtype(got32) == "float32"
     np.testing.assert_allclose(float(got32), want, rtol=1e-4)
 
 
@@ -361,11 +412,11 @@ def test_dkd_reformulates_kd_paper_eq5():
     s = RNG.normal(size=(12, 7)) * 4
     labels = RNG.integers(0, 7, size=12)
     for temperature in (1.0, 4.0):
-        kd = losses.kd_loss(t, s, temperature, reduction="none").numpy()
-        tckd = losses.dkd_loss(t, s, labels, 1.0, 0.0, temperature,
-                               reduction="none").numpy()
-        nckd = losses.dkd_loss(t, s, labels, 0.0, 1.0, temperature,
-                               reduction="none").numpy()
+        kd = np.asarray(losses.kd_loss(t, s, temperature, reduction="none"))
+        tckd = np.asarray(losses.dkd_loss(t, s, labels, 1.0, 0.0, temperature,
+                                          reduction="none"))
+        nckd = np.asarray(losses.dkd_loss(t, s, labels, 0.0, 1.0, temperature,
+                                          reduction="none"))
         p_target = np_softmax(t / temperature)[np.arange(12), labels]
         np.testing.assert_allclose(kd, tckd + (1 - p_target) * nckd, rtol=1e-10)
 
@@ -374,8 +425,10 @@ def test_dkd_loss_is_exact_for_huge_logits():
     t = np.array([[1e4, 0.0, -1e4], [1e4, 0.0, -1e4]], np.float32)
     s = np.array([[0.0, 1e4, -1e4], [1e4, -1e4, 0.0]], np.float32)
     labels = np.array([0, 0])
-    tckd = losses.dkd_loss(t, s, labels, 1.0, 0.0, 2.0, reduction="none").numpy()
-    nckd = losses.dkd_loss(t, s, labels, 0.0, 1.0, 2.0, reduction="none").numpy()
+    tckd = np.asarray(
+        losses.dkd_loss(t, s, labels, 1.0, 0.0, 2.0, reduction="none"))
+    nckd = np.asarray(
+        losses.dkd_loss(t, s, labels, 0.0, 1.0, 2.0, reduction="none"))
     # Row 0: teacher sure of the target, student of class 1: TCKD = 1e4 / T,
     # times T^2 = 2e4; the non-target classes agree (class 1 dominates both).
     # Row 1: the target shares agree, the non-target classes are swapped: a
@@ -418,6 +471,7 @@ def test_dkd_loss_errors():
         losses.dkd_loss(t, t, [0, 0, 0, 0], temperature=0.0)
 
 
+@tf_only
 def test_dkd_loss_checks_label_range_in_graphs():
     fn = tf.function(lambda t, s, y: losses.dkd_loss(t, s, y))
     t = np.zeros((2, 3), np.float32)
@@ -477,7 +531,7 @@ def test_rkd_loss_gradient_finite_for_duplicated_rows():
     t[1] = t[4]
     loss, (grad,) = finite_gradient(lambda x: losses.rkd_loss(t, x), s)
     np.testing.assert_allclose(float(loss), np_rkd(t, s), rtol=1e-5)
-    assert np.abs(grad.numpy()).max() < 1e3  # no 1/eps spikes either
+    assert np.abs(grad).max() < 1e3  # no 1/eps spikes either
     # A batch of one repeated embedding, and a batch of one.
     same = np.tile(s[:1], (4, 1))
     loss, _ = finite_gradient(lambda x: losses.rkd_loss(t[:4], x), same)
@@ -500,7 +554,8 @@ def test_rkd_loss_errors():
 
 
 # ---------------------------------------------------------------------------
-# Every loss in tf.function, with and without XLA
+# Every loss in tf.function, with and without XLA (TensorFlow), and inside
+# jax.jit (JAX)
 
 
 def _cases():
@@ -520,6 +575,7 @@ def _cases():
     }
 
 
+@tf_only
 @pytest.mark.parametrize("name", sorted(_cases()))
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_losses_run_in_tf_function(name, jit_compile):
@@ -540,6 +596,32 @@ def test_losses_run_in_tf_function(name, jit_compile):
         assert np.isfinite(g.numpy()).all()
 
 
+@jax_only
+@pytest.mark.parametrize("name", sorted(_cases()))
+def test_losses_run_in_jax_jit(name):
+    import jax
+    import jax.numpy as jnp
+
+    fn, args = _cases()[name]
+    eager = np.asarray(fn(*args))
+
+    @jax.jit
+    def value_and_gradients(*xs):
+        def total(a, b):
+            value = fn(a, b, *xs[2:])  # labels traced too
+            return jnp.sum(value), value
+
+        (_, value), grads = jax.value_and_grad(
+            total, argnums=(0, 1), has_aux=True)(*xs[:2])
+        return value, grads
+
+    value, grads = value_and_gradients(*args)
+    np.testing.assert_allclose(np.asarray(value), eager, rtol=1e-5, atol=1e-6)
+    for g in grads:
+        assert np.isfinite(np.asarray(g)).all()
+
+
+@tf_only
 def test_losses_accept_unknown_batch_size_in_graphs():
     spec4 = tf.TensorSpec([None, 4, 4, 3], tf.float32)
 

@@ -1,10 +1,61 @@
-"""numpy references for keras_distill.losses."""
+"""numpy references for keras_distill.losses.
 
+Run under every backend: the default (TensorFlow) and ``KERAS_BACKEND=jax``
+(with float64 enabled for these modules, so the float64 references hold).
+"""
+
+import ast
+import inspect
+
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_distill import losses
+
+BACKEND = keras.backend.backend()
+tf_only = pytest.mark.skipif(BACKEND != "tensorflow",
+                             reason="TensorFlow backend only")
+jax_only = pytest.mark.skipif(BACKEND != "jax", reason="JAX backend only")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _jax_float64():
+    """float64 inputs stay float64 on JAX only with jax_enable_x64."""
+    if BACKEND != "jax":
+        yield
+        return
+    import jax
+
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", previous)
+
+
+def value_and_grads(loss_fn, *arrays):
+    """``loss_fn(*arrays)`` and the gradients of its sum, as numpy arrays."""
+    if BACKEND == "tensorflow":
+        variables = [tf.Variable(a) for a in arrays]
+        with tf.GradientTape() as tape:
+            value = loss_fn(*variables)
+        grads = tape.gradient(value, variables)
+        return np.asarray(value), [None if g is None else np.asarray(g)
+                                   for g in grads]
+    if BACKEND == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def total(*xs):
+            value = loss_fn(*xs)
+            return jnp.sum(value), value
+
+        (_, value), grads = jax.value_and_grad(
+            total, argnums=tuple(range(len(arrays))), has_aux=True
+        )(*(jnp.asarray(a) for a in arrays))
+        return np.asarray(value), [np.asarray(g) for g in grads]
+    pytest.skip(f"no gradient helper for the {BACKEND} backend")
 
 
 def _log_softmax(z):
@@ -36,13 +87,13 @@ def test_kd_loss_matches_numpy(temperature):
     np.testing.assert_allclose(float(got), want, rtol=1e-5)
     rows = losses.kd_loss(t, s, temperature, reduction="none")
     assert rows.shape == (16,)
-    np.testing.assert_allclose(rows.numpy(), want_rows, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(rows), want_rows, rtol=1e-10)
 
 
 def test_kd_loss_is_exact_for_huge_logits():
     t = np.array([[1e4, 0.0, -1e4], [-1e4, 1e4, 5e3]], dtype=np.float32)
     s = np.array([[0.0, 1e4, -1e4], [-1e4, 1e4, 5e3]], dtype=np.float32)
-    got = losses.kd_loss(t, s, temperature=2.0, reduction="none").numpy()
+    got = np.asarray(losses.kd_loss(t, s, temperature=2.0, reduction="none"))
     assert np.all(np.isfinite(got))
     want = np_kd(t.astype(np.float64), s.astype(np.float64), 2.0)[1]
     # Row 0: the teacher is sure of class 0, the student of class 1:
@@ -61,13 +112,12 @@ def test_kd_loss_gradient_is_t_squared_scaled():
     """d/ds T^2 KL(p || softmax(s/T)) = T (q - p), averaged over the batch."""
     rng = np.random.default_rng(2)
     t = rng.normal(size=(8, 5))
-    s = tf.Variable(rng.normal(size=(8, 5)))
+    s = rng.normal(size=(8, 5))
     for temperature in (1.0, 4.0, 10.0):
-        with tf.GradientTape() as tape:
-            loss = losses.kd_loss(t, s, temperature)
-        grad = tape.gradient(loss, s).numpy()
+        _, (grad,) = value_and_grads(
+            lambda x: losses.kd_loss(t, x, temperature), s)
         p = np.exp(_log_softmax(t / temperature))
-        q = np.exp(_log_softmax(s.numpy() / temperature))
+        q = np.exp(_log_softmax(s / temperature))
         np.testing.assert_allclose(grad, temperature * (q - p) / 8, rtol=1e-9)
 
 
@@ -80,7 +130,7 @@ def test_soft_label_loss_matches_numpy(tt, ts):
     np.testing.assert_allclose(float(losses.soft_label_loss(t, s, tt, ts)), want,
                                rtol=1e-10)
     np.testing.assert_allclose(
-        losses.soft_label_loss(t, s, tt, ts, reduction="none").numpy(),
+        np.asarray(losses.soft_label_loss(t, s, tt, ts, reduction="none")),
         want_rows, rtol=1e-10)
 
 
@@ -104,12 +154,22 @@ def test_losses_keep_spatial_axes_with_reduction_none():
 def test_probabilities_to_logits_round_trips():
     rng = np.random.default_rng(5)
     z = rng.normal(size=(6, 5))
-    p = tf.nn.softmax(z).numpy()
+    p = np.exp(_log_softmax(z))
     logits = losses.probabilities_to_logits(p)
-    np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), p, rtol=1e-10)
+    assert keras.backend.standardize_dtype(logits.dtype) == "float64"
+    np.testing.assert_allclose(np.exp(_log_softmax(np.asarray(logits))), p,
+                               rtol=1e-10)
     # Underflowed probabilities stay finite.
-    assert np.all(np.isfinite(losses.probabilities_to_logits(
-        np.array([[1.0, 0.0]], np.float32)).numpy()))
+    assert np.all(np.isfinite(np.asarray(losses.probabilities_to_logits(
+        np.array([[1.0, 0.0]], np.float32)))))
+    # Also in float64, where the smallest normal float is 2.2e-308.
+    tiny = np.asarray(losses.probabilities_to_logits(np.array([[1.0, 0.0]])))
+    np.testing.assert_allclose(tiny[0, 1], np.log(np.finfo(np.float64).tiny))
+    # float16 and integer inputs are computed in float32.
+    for p16 in (np.array([[0.5, 0.5]], np.float16), np.array([[1, 0]])):
+        out = losses.probabilities_to_logits(p16)
+        assert keras.backend.standardize_dtype(out.dtype) == "float32"
+        assert np.all(np.isfinite(np.asarray(out)))
 
 
 @pytest.mark.parametrize("bad", [0, -1.0, float("inf"), float("nan")])
@@ -135,3 +195,121 @@ def test_shape_mismatch_names_both_shapes():
 def test_bad_reduction():
     with pytest.raises(ValueError, match="reduction"):
         losses.kd_loss(np.zeros((1, 2)), np.zeros((1, 2)), 1.0, reduction="sum")
+
+
+@pytest.mark.parametrize("dtype,want", [
+    ("float16", "float32"), ("float32", "float32"), ("float64", "float64"),
+    ("int32", "float32")])
+def test_logit_losses_dtype_rule(dtype, want):
+    t = np.array([[2.0, 1.0, 0.0]]).astype(dtype)
+    for value in (losses.kd_loss(t, t), losses.soft_label_loss(t, t)):
+        assert keras.backend.standardize_dtype(value.dtype) == want
+    mixed = losses.kd_loss(t, np.zeros((1, 3), np.float64))
+    assert keras.backend.standardize_dtype(mixed.dtype) == "float64"
+
+
+def test_losses_module_does_not_import_tensorflow():
+    """keras.ops only: no module-level TensorFlow import."""
+    tree = ast.parse(inspect.getsource(losses))
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        else:
+            continue
+        assert not any(n.split(".")[0] == "tensorflow" for n in names), names
+
+
+def test_old_check_names_are_aliases():
+    from keras_distill import _validation
+
+    assert losses._check_temperature is _validation.check_temperature
+    assert losses._check_weight is _validation.check_weight
+    assert losses._check_bool is _validation.check_bool
+
+
+def _logit_cases():
+    rng = np.random.default_rng(8)
+    t = (rng.normal(size=(4, 6)) * 1e3).astype("float32")  # huge logits
+    s = rng.normal(size=(4, 6)).astype("float32")
+    return {
+        "kd_loss": lambda a, b: losses.kd_loss(a, b, 4.0),
+        "kd_loss_none": lambda a, b: losses.kd_loss(a, b, 2.0, reduction="none"),
+        "soft_label_loss": lambda a, b: losses.soft_label_loss(a, b, 4.0, 2.0),
+        "soft_label_loss_none": lambda a, b: losses.soft_label_loss(
+            a, b, reduction="none"),
+        "probabilities_to_logits": lambda a, b: losses.probabilities_to_logits(
+            keras.ops.softmax(a, axis=-1)) + 0.0 * b,
+    }, (t, s)
+
+
+@jax_only
+@pytest.mark.parametrize("name", sorted(_logit_cases()[0]))
+def test_logit_losses_run_in_jax_jit(name):
+    import jax
+    import jax.numpy as jnp
+
+    cases, args = _logit_cases()
+    fn = cases[name]
+    eager = np.asarray(fn(*args))
+
+    @jax.jit
+    def value_and_gradients(a, b):
+        def total(a, b):
+            value = fn(a, b)
+            return jnp.sum(value), value
+
+        (_, value), grads = jax.value_and_grad(
+            total, argnums=(0, 1), has_aux=True)(a, b)
+        return value, grads
+
+    value, grads = value_and_gradients(*args)
+    np.testing.assert_allclose(np.asarray(value), eager, rtol=1e-5, atol=1e-6)
+    for g in grads:
+        assert np.isfinite(np.asarray(g)).all()
+
+
+@tf_only
+@pytest.mark.parametrize("name", sorted(_logit_cases()[0]))
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_logit_losses_run_in_tf_function(name, jit_compile):
+    cases, args = _logit_cases()
+    fn = cases[name]
+    eager = np.asarray(fn(*args))
+    variables = [tf.Variable(a) for a in args]
+
+    @tf.function(jit_compile=jit_compile)
+    def value_and_gradients():
+        with tf.GradientTape() as tape:
+            value = fn(*variables)
+            loss = tf.reduce_sum(value)
+        return value, tape.gradient(loss, variables)
+
+    value, grads = value_and_gradients()
+    np.testing.assert_allclose(value.numpy(), eager, rtol=1e-5, atol=1e-6)
+    for g in grads:
+        assert np.isfinite(g.numpy()).all()
+
+
+@tf_only
+def test_kd_loss_on_tf_keras_outputs_under_xla():
+    """tf.Tensors from a tf_keras model, in a jit-compiled training step."""
+    import tf_keras
+
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(8, 5)).astype("float32")
+    teacher = tf_keras.Sequential([tf_keras.layers.Dense(4)])
+    student = tf_keras.Sequential([tf_keras.layers.Dense(4)])
+    teacher(x), student(x)  # build
+
+    @tf.function(jit_compile=True)
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = losses.kd_loss(teacher(x) * 100.0, student(x), 4.0)
+        return loss, tape.gradient(loss, student.trainable_variables)
+
+    loss, grads = step(tf.constant(x))
+    want = np_kd(teacher(x).numpy() * 100.0, student(x).numpy(), 4.0)[0]
+    np.testing.assert_allclose(float(loss), want, rtol=1e-4)
+    assert all(np.isfinite(g.numpy()).all() for g in grads)
