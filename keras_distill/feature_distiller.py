@@ -220,7 +220,8 @@ class FeatureCore(DistillerCore):
             adapters.append(layer)
             adapted.append(shape)
         after = " after the adapter" if any(a is not None for a in adapters) else ""
-        term.check_shapes(t_shapes, adapted, describe, after)
+        term.check_shapes(t_shapes, adapted, describe, after,
+                          paths=(t_paths, s_paths))
         return (name, pair.weight, term,
                 [self._taps.teacher.key(p) for p in t_paths],
                 [self._taps.student.key(p) for p in s_paths],

@@ -557,8 +557,12 @@ class FeatureTerm(Term):
     needs_equal_width = True
     batch_level = False
 
-    def check_shapes(self, teacher_shapes, student_shapes, describe, after):
-        """Raises a ``ValueError`` if these (adapted) shapes cannot work."""
+    def check_shapes(self, teacher_shapes, student_shapes, describe, after,
+                     paths=None):
+        """Raises a ``ValueError`` if these (adapted) shapes cannot work.
+
+        ``paths``: ``(teacher paths, student paths)``, for the message.
+        """
 
     def check_ranks(self, paths, shapes, describe):
         """Raises a ``ValueError`` for features of too low a rank."""
@@ -595,7 +599,8 @@ class L2(FeatureTerm):
     def per_sample(self, teacher, student):
         return kd_losses.l2_loss(teacher, student, reduction="none")
 
-    def check_shapes(self, teacher_shapes, student_shapes, describe, after):
+    def check_shapes(self, teacher_shapes, student_shapes, describe, after,
+                     paths=None):
         t_shape, s_shape = teacher_shapes[0], student_shapes[0]
         if not _dims_compatible(t_shape[1:], s_shape[1:]):
             spatial_ok = _dims_compatible(t_shape[1:-1], s_shape[1:-1])
@@ -640,7 +645,8 @@ class AT(FeatureTerm):
     def per_sample(self, teacher, student):
         return kd_losses.at_loss(teacher, student, p=self.p, reduction="none")
 
-    def check_shapes(self, teacher_shapes, student_shapes, describe, after):
+    def check_shapes(self, teacher_shapes, student_shapes, describe, after,
+                     paths=None):
         if not _dims_compatible(teacher_shapes[0][1:-1], student_shapes[0][1:-1]):
             raise ValueError(
                 f"{describe}: attention transfer needs maps of equal height "
@@ -718,15 +724,19 @@ class FSP(FeatureTerm):
             normalize=self.normalize, reduction="none",
         )
 
-    def check_shapes(self, teacher_shapes, student_shapes, describe, after):
-        for role, (a, b) in (("teacher", teacher_shapes),
-                             ("student", student_shapes)):
+    def check_shapes(self, teacher_shapes, student_shapes, describe, after,
+                     paths=None):
+        t_paths, s_paths = paths or (("first", "second"), ("first", "second"))
+        for role, (a, b), (pa, pb) in (
+            ("teacher", teacher_shapes, t_paths),
+            ("student", student_shapes, s_paths),
+        ):
             if not _dims_compatible(a[1:-1], b[1:-1]):
                 raise ValueError(
                     f"{describe}: an FSP matrix relates two maps of equal "
-                    f"height and width, but the {role}'s maps have shapes "
-                    f"{_shape(a)} and {_shape(b)}. Pick layers of equal "
-                    "spatial size, or pool the larger map first."
+                    f"height and width, but the {role}'s {pa!r} has shape "
+                    f"{_shape(a)} and {pb!r} {_shape(b)}. Pick layers of "
+                    "equal spatial size, or pool the larger map first."
                 )
         for which, t_shape, s_shape in zip(("first", "second"), teacher_shapes,
                                            student_shapes):

@@ -98,3 +98,22 @@ def subclassed_tf_keras_model():
     student = Student()
     student(np.zeros((1, 3), "float32"))
     return student
+
+
+def counter(k, name):
+    """A pass-through layer of Keras module ``k`` counting the batches it
+    sees, in-graph (its ``calls`` weight)."""
+
+    class Counter(k.layers.Layer):
+        def build(self, input_shape):
+            self.calls = self.add_weight(name="calls", shape=(), initializer="zeros",
+                                         trainable=False)
+
+        def call(self, x):
+            self.calls.assign(self.calls + 1.0)
+            return x
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+    return Counter(name=name)

@@ -18,31 +18,12 @@ from keras_distill import (
 )
 from keras_distill.datasets import find_fashion_mnist, load_fashion_mnist
 from keras_distill.models import build_student, build_teacher
-from helpers import data, keras_module, log_softmax, np_distill_loss
+from helpers import counter, data, keras_module, log_softmax, np_distill_loss
 
 FLAVOURS = ["keras", "tf_keras"]
 
 
 # ------------------------------------------------------------------ helpers
-def counter(k, name):
-    """A pass-through layer that counts the batches it has seen, in-graph."""
-
-    class Counter(k.layers.Layer):
-        def build(self, input_shape):
-            self.calls = self.add_weight(name="calls", shape=(), initializer="zeros",
-                                         trainable=False)
-            super().build(input_shape)
-
-        def call(self, x):
-            self.calls.assign_add(1.0)
-            return x
-
-        def compute_output_shape(self, input_shape):
-            return input_shape
-
-    return Counter(name=name)
-
-
 def net(flavour, widths=(16,), classes=3, features=8, seed=0, batchnorm=False,
         count=False, sequential=False):
     """An MLP with layers named hidden1, hidden2, ..., logits."""
@@ -139,97 +120,6 @@ def fashion():
     rng = np.random.default_rng(0)
     index = rng.choice(len(x), 2000, replace=False)
     return (x[index, :, :, None] / 255.0).astype("float32"), y[index].astype("int64")
-
-
-# ---------------------------------------------------------------------- taps
-@pytest.mark.parametrize("flavour", FLAVOURS)
-@pytest.mark.parametrize("sequential", [True, False])
-def test_taps_give_the_layers_outputs_in_one_pass(flavour, sequential):
-    x, _ = data(16)
-    model = net(flavour, (6, 5), sequential=sequential)
-    k = keras_module(flavour)
-    tapped = tap_model(model, ["hidden2", "hidden1"])
-    assert isinstance(tapped, k.Model)
-    logits, hidden2, hidden1 = [t.numpy() for t in tapped(x)]
-    np.testing.assert_allclose(logits, model(x).numpy(), rtol=1e-6)
-    dense1 = model.get_layer("hidden1")
-    dense2 = model.get_layer("hidden2")
-    np.testing.assert_allclose(hidden1, dense1(x).numpy(), rtol=1e-6)
-    np.testing.assert_allclose(hidden2, dense2(dense1(x)).numpy(), rtol=1e-6)
-    # The tap model shares the weights: changing the model changes the taps.
-    dense1.kernel.assign(dense1.kernel * 2.0)
-    np.testing.assert_allclose(tapped(x)[2].numpy(), dense1(x).numpy(), rtol=1e-6)
-
-
-@pytest.mark.parametrize("flavour", FLAVOURS)
-def test_nested_paths(flavour):
-    x, _ = data(16)
-    model, backbone = nested(flavour)
-    tapped = tap_model(model, ["backbone/hidden", "head", "backbone", "backbone/embed"])
-    out, hidden, head, body, embed = [t.numpy() for t in tapped(x)]
-    np.testing.assert_allclose(out, model(x).numpy(), rtol=1e-6)
-    np.testing.assert_allclose(head, out, rtol=1e-6)
-    np.testing.assert_allclose(body, backbone(x).numpy(), rtol=1e-6)
-    np.testing.assert_allclose(embed, body, rtol=1e-6)
-    np.testing.assert_allclose(
-        hidden, backbone.get_layer("hidden")(x).numpy(), rtol=1e-6)
-
-
-@pytest.mark.parametrize("flavour", FLAVOURS)
-def test_nested_taps_run_the_nested_model_once(flavour):
-    k = keras_module(flavour)
-    count = counter(k, "count")
-    inner = k.Sequential([k.Input((8,)), count, k.layers.Dense(4, name="hidden")],
-                         name="inner")
-    inputs = k.Input((8,))
-    model = k.Model(inputs, k.layers.Dense(3, name="out")(inner(inputs)))
-    tapped = tap_model(model, ["inner/hidden"])
-    before = float(count.calls.numpy())
-    tapped(data(4)[0])
-    assert float(count.calls.numpy()) == before + 1
-
-
-def test_unknown_layer_lists_the_closest_names():
-    student = build_student("cnn")
-    with pytest.raises(ValueError, match=r"no layer named 'block2_cnv'\. Did you mean "
-                                         r"'block2_conv'.*Its layers: 'block1_conv'"):
-        tap_model(student, ["block2_cnv"])
-    model, _ = nested("keras")
-    with pytest.raises(ValueError, match=r"'backbone/hiden'.*'backbone/hidden'"):
-        tap_model(model, ["backbone/hiden"])
-    with pytest.raises(ValueError, match=r"'head' is a Dense, not a model"):
-        tap_model(model, ["head/kernel"])
-    with pytest.raises(ValueError, match="Did you mean 'block1_pool'"):
-        FeatureDistiller(student, build_teacher(), pairs=[("blok1_pool", "block1_pool")])
-
-
-@pytest.mark.parametrize("flavour", FLAVOURS)
-def test_subclassed_models_get_a_clear_error(flavour):
-    k = keras_module(flavour)
-
-    class Sub(k.Model):
-        def __init__(self):
-            super().__init__()
-            self.hidden = k.layers.Dense(4, name="hidden")
-            self.out = k.layers.Dense(3)
-
-        def call(self, x):
-            return self.out(self.hidden(x))
-
-    sub = Sub()
-    sub(data(2)[0])
-    with pytest.raises(ValueError, match=r"subclassed model.*Functional API"):
-        tap_model(sub, ["hidden"])
-    with pytest.raises(ValueError, match=r"The student .*subclassed"):
-        FeatureDistiller(sub, net(flavour), pairs=[("hidden1", "hidden")])
-
-
-def test_unbuilt_sequential_is_refused_with_advice():
-    import keras
-
-    unbuilt = keras.Sequential([keras.layers.Dense(3, name="d")])
-    with pytest.raises(ValueError, match="not built yet.*keras.Input"):
-        tap_model(unbuilt, ["d"])
 
 
 # ------------------------------------------------------- the training step
@@ -379,7 +269,7 @@ def test_a_misaligned_feature_cache_would_be_detected():
     d = FeatureDistiller(net("keras", (4, 8), seed=2), net("keras", (16, 8)),
                          pairs=[FeaturePair("hidden2", "hidden2")])
     compile_(d, keras)
-    right = d._with_teacher_cache(x, "float32", None, 0)
+    right = d.teacher_cache(x).pack(x)
     wrong = dict(right)
     features = dict(right["keras_distill_teacher_features"])
     features["hidden2"] = features["hidden2"][::-1]
