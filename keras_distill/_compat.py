@@ -156,19 +156,63 @@ def output_layer(model):
         outputs = model.outputs
     except (AttributeError, ValueError):
         outputs = None
-    if outputs and len(outputs) == 1:
-        history = getattr(outputs[0], "_keras_history", None)
-        if history is not None:
-            # Keras 3 names it `operation`, tf_keras `layer`.
-            layer = getattr(history, "operation", None)
-            if layer is None:
-                layer = getattr(history, "layer", None)
-            if layer is not None:
-                return layer
     layers = getattr(model, "layers", None)
+    if outputs and len(outputs) == 1 and isinstance(layers, list):
+        for layer in reversed(layers):
+            if any(output is outputs[0] for output in _outputs_of(layer)):
+                return layer
+        # Keras 3 shows only a layer's first call (`layer.output`); a layer
+        # called again to give the output is named in the model's config.
+        layer = _config_output_layer(model)
+        if layer is not None:
+            return layer
     if type(model).__name__ == "Sequential" and layers:
         return layers[-1]
     return None
+
+
+def _config_output_layer(model):
+    """The layer ``model.get_config()["output_layers"]`` names, or ``None``."""
+    try:
+        entry = model.get_config()["output_layers"]
+        if entry and isinstance(entry[0], (list, tuple)):
+            (entry,) = entry
+        return model.get_layer(entry[0])
+    except Exception:  # noqa: BLE001 - not serialisable, several outputs, ...
+        return None
+
+
+def _outputs_of(layer):
+    """The output tensors of ``layer``'s calls in graphs, by public API.
+
+    Keras 3: ``layer.output`` (its first call). tf_keras: ``get_output_at(i)``
+    for every call (a nested tf_keras model's first "call" is the model
+    itself, so its call in the outer graph is the second).
+    """
+    found = []
+
+    def add(output):
+        if isinstance(output, dict):
+            output = list(output.values())
+        if isinstance(output, (list, tuple)):
+            found.extend(output)
+        else:
+            found.append(output)
+
+    get_output_at = getattr(layer, "get_output_at", None)  # tf_keras only
+    if get_output_at is None:
+        try:
+            add(layer.output)
+        except (AttributeError, ValueError, RuntimeError):
+            pass
+        return found
+    index = 0
+    while True:
+        try:
+            add(get_output_at(index))
+        except (AttributeError, ValueError, RuntimeError, IndexError):
+            return found
+        index += 1
 
 
 def ends_in_softmax(model):

@@ -176,17 +176,15 @@ class _Converter:
     def _inputs(self, model):
         k = self.tf_keras
         inputs = []
-        for tensor in model.inputs:
-            layer = tensor._keras_history.operation
+        for tensor, name in zip(model.inputs, _input_names(model)):
             if getattr(tensor, "sparse", False) or getattr(tensor, "ragged", False):
                 raise ValueError(
-                    f"Input {layer.name!r} of model {model.name!r} is sparse or "
+                    f"Input {name!r} of model {model.name!r} is sparse or "
                     "ragged; to_tf_keras converts dense inputs only."
                 )
             shape = tuple(tensor.shape)
             inputs.append(k.Input(shape=shape[1:], batch_size=shape[0],
-                                  dtype=_dtype_name(tensor.dtype),
-                                  name=layer.name))
+                                  dtype=_dtype_name(tensor.dtype), name=name))
         return inputs
 
     def _sequential(self, model):
@@ -198,13 +196,15 @@ class _Converter:
         import keras
 
         inputs = self._inputs(model)
-        structure = getattr(model, "_inputs_struct", None)
-        packed = (keras.tree.pack_sequence_as(structure, inputs)
-                  if structure is not None else inputs)
+        packed = keras.tree.pack_sequence_as(model.input, inputs)
 
         def call(operation, *args, **kwargs):
             return operation(*args, **kwargs)
 
+        # Private, for want of a public route: Keras 3 replays a Functional
+        # graph only through `_run_through_graph`. The public
+        # `keras.models.clone_model` replays it too but builds a Keras 3 model
+        # of the results, which fails for tf_keras layers and tensors.
         outputs = model._run_through_graph(
             packed, operation_fn=lambda op: self.layer(op, model), call_fn=call
         )
@@ -387,12 +387,15 @@ class _Converter:
 def _model_kind(model):
     """``"sequential"`` or ``"functional"``; raises for subclassed models."""
     import keras
-    from keras.src.models.functional import Functional
 
     if isinstance(model, keras.Sequential) and type(model).call is keras.Sequential.call:
         return "sequential"
-    if isinstance(model, Functional) and not isinstance(model, keras.Sequential) \
-            and type(model).call is Functional.call:
+    # keras.Model(inputs, outputs) makes a Functional, a class Keras does not
+    # export: found by name among the model's classes.
+    functional = next((c for c in type(model).__mro__ if c.__name__ == "Functional"
+                       and c.__module__.startswith("keras.")), None)
+    if functional is not None and not isinstance(model, keras.Sequential) \
+            and type(model).call is functional.call:
         return "functional"
     cls = type(model)
     raise ValueError(
@@ -403,6 +406,25 @@ def _model_kind(model):
         "(`keras.Model(inputs, outputs)`) of standard layers, or write it "
         "with tf_keras directly, to prune or quantize it with TFMOT."
     )
+
+
+def _input_names(model):
+    """The names of the input layers of ``model.inputs``, by public API.
+
+    A Functional model lists its ``InputLayer`` objects in ``layers``; a
+    Sequential model hides its own, but names it in its config.
+    """
+    by_tensor = {id(layer.output): layer.name for layer in model.layers
+                 if type(layer).__name__ == "InputLayer"}
+    names = [by_tensor.get(id(tensor)) for tensor in model.inputs]
+    if None in names and len(names) == 1:
+        try:
+            first = model.get_config()["layers"][0]
+            if first["class_name"] == "InputLayer":
+                names = [first["config"]["name"]]
+        except Exception:  # noqa: BLE001 - e.g. a layer without get_config
+            pass
+    return [name or tensor.name for name, tensor in zip(names, model.inputs)]
 
 
 def _safe_inputs(model):

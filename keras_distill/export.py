@@ -27,11 +27,9 @@ import warnings
 
 import numpy as np
 
-from keras_distill import _compat, _io
+from keras_distill import _compat, _introspect, _io
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
-_QAT_LAYERS = frozenset({"QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer"})
-_PRUNING_WRAPPER = "PruneLowMagnitude"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,10 +182,10 @@ def to_tflite(model, path, quantization="float32", representative_data=None,
             "`model` is not built, so its input shape is unknown: call it once "
             "on a batch or call `model.build(input_shape)` before exporting."
         )
-    stripped = _has_layer(model, {_PRUNING_WRAPPER})
+    stripped = _introspect.holds(model, {_introspect.PRUNING_WRAPPER})
     if stripped:
         model = _strip_pruning(model)
-    qat = _has_layer(model, _QAT_LAYERS)
+    qat = _introspect.holds(model, _introspect.QAT_LAYERS)
     representative = None
     if quantization == "int8":
         if representative_data is None and not qat:
@@ -351,20 +349,6 @@ def _check_output_path(path):
     return path
 
 
-def _has_layer(model, class_names):
-    """Whether any sublayer (nested ones included) has one of the class names."""
-    layers = list(getattr(model, "submodules", ())) or _layers(model)
-    return any(type(layer).__name__ in class_names for layer in layers)
-
-
-def _layers(model):
-    found = []
-    for layer in getattr(model, "layers", ()):
-        found.append(layer)
-        found.extend(_layers(layer))
-    return found
-
-
 def _strip_pruning(model):
     # Only reached for a model holding TFMOT wrappers: TFMOT is already loaded.
     tfmot = _compat.import_tfmot()
@@ -508,7 +492,7 @@ def _convert(converter, model, quantization):
 
 def _layers_in(message, model):
     """Names of ``model``'s layers seen in the converter's op locations."""
-    names = {layer.name for layer in _layers(model)}
+    names = {layer.name for layer in _introspect.iter_layers(model)}
     found = []
     for location in _LOCATION.findall(message):
         for part in location.split("/"):

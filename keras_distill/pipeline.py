@@ -17,6 +17,7 @@ import numpy as np
 from keras_distill import _io, datasets
 from keras_distill.distiller import Distiller
 from keras_distill.models import build_student, build_teacher
+from keras_distill.report import format_table  # noqa: F401 - re-exported
 
 # --method tokens: a logits term ("kd" or "dkd") and/or feature terms between
 # the reference models' layers (see models.py for the names).
@@ -287,7 +288,7 @@ def feature_pairs(features):
     >>> [p.name for p in feature_pairs(("l2", "rkd"))]
     ['hint_block2_pool', 'rkd_fc']
     """
-    from keras_distill.features import FeaturePair, FSPPair
+    from keras_distill import FeaturePair, FSPPair
 
     pairs = []
     if "l2" in features:
@@ -337,7 +338,7 @@ def train_distilled(config, teacher, x, y):
     student = build_student(config.student, seed=config.seed)
     pairs = feature_pairs(features)
     if pairs:
-        from keras_distill.features import FeatureDistiller
+        from keras_distill import FeatureDistiller
 
         distiller = FeatureDistiller(student, teacher, pairs=pairs,
                                      logits_weight=1.0 if logits else 0.0)
@@ -535,23 +536,3 @@ def export_artifacts(output_dir, float_models, int8_model, x_train, x_test, y_te
         os.path.join(output_dir, "student_distilled_int8.tflite"), x_test, y_test,
         quantization="int8", representative_data=calibration))
     return rows
-
-
-def format_table(rows):
-    """Formats result rows as a Markdown table.
-
-    Example:
-    >>> print(format_table([{"name": "m", "params": 10, "test_accuracy": 0.5,
-    ...                      "train_seconds": 1.0}]))
-    | model | params | test accuracy | sparsity | train time (s) |
-    |---|---:|---:|---:|---:|
-    | m | 10 | 50.00% | - | 1.0 |
-    """
-    lines = ["| model | params | test accuracy | sparsity | train time (s) |",
-             "|---|---:|---:|---:|---:|"]
-    for row in rows:
-        seconds = "cached" if row.get("cached") else f"{row['train_seconds']:.1f}"
-        sparsity = f"{100 * row['sparsity']:.0f}%" if "sparsity" in row else "-"
-        lines.append(f"| {row['name']} | {row['params']:,} | "
-                     f"{100 * row['test_accuracy']:.2f}% | {sparsity} | {seconds} |")
-    return "\n".join(lines)

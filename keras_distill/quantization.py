@@ -23,14 +23,14 @@ was).
 import re
 import warnings
 
-from keras_distill import _compat
-from keras_distill import pruning as _pruning
+from keras_distill import _compat, _introspect
 from keras_distill._compat import import_tfmot
 from keras_distill.convert import to_tf_keras
+from keras_distill.pruning import pruning_wrappers, sparsity_report, strip
+from keras_distill.pruning._checks import graph_model_or_raise
 
 _PRESERVE = ("auto", True, False)
-_QUANTIZED_CLASSES = frozenset({"QuantizeWrapper", "QuantizeWrapperV2",
-                                "QuantizeLayer", "QuantizeAnnotate"})
+_QUANTIZED_CLASSES = _introspect.QAT_CLASSES
 # Kernels with at least this fraction of exact zeros count as pruned.
 _SPARSE_THRESHOLD = 0.01
 # TFMOT's RuntimeError for a layer without a QuantizeConfig.
@@ -93,7 +93,7 @@ def quantize(student, layers=None, preserve_sparsity="auto"):
             f"`preserve_sparsity` must be 'auto', True or False, got "
             f"{preserve_sparsity!r}."
         )
-    if _has(student, _QUANTIZED_CLASSES):
+    if _introspect.holds(student, _QUANTIZED_CLASSES):
         raise ValueError(
             f"Model {student.name!r} is already quantization-aware (it holds "
             "TFMOT quantize wrappers): train it as it is, or quantize the float "
@@ -101,14 +101,13 @@ def quantize(student, layers=None, preserve_sparsity="auto"):
         )
     tfmot = import_tfmot()
     model = to_tf_keras(student)
-    _pruning._graph_model_or_raise(model, "quantize")
+    graph_model_or_raise(model, "quantize")
     _reject_nested(model)
-    was_pruned = bool(_pruning.pruning_wrappers(model))
+    was_pruned = bool(pruning_wrappers(model))
     if was_pruned:
-        model = _pruning.strip(model)
+        model = strip(model)
     sparse = was_pruned or any(
-        value >= _SPARSE_THRESHOLD
-        for value in _pruning.sparsity_report(model).values())
+        value >= _SPARSE_THRESHOLD for value in sparsity_report(model).values())
     if preserve_sparsity == "auto":
         preserve = sparse
     else:
@@ -184,7 +183,7 @@ def check_float_teacher(teacher):
     True
     """
     _compat.model_flavour(teacher, "teacher")
-    modules = _pruning._modules(teacher)
+    modules = list(_introspect.iter_submodules(teacher))
     quantized = [m.name for m in modules if type(m).__name__ in _QUANTIZED_CLASSES]
     quantized += [m.name for m in modules
                   if getattr(m, "quantization_mode", None)
@@ -234,21 +233,16 @@ def qat_distiller(student, teacher, *, layers=None, preserve_sparsity="auto",
     from keras_distill.distiller import Distiller
 
     check_float_teacher(teacher)
-    if not _has(student, _QUANTIZED_CLASSES):
+    if not _introspect.holds(student, _QUANTIZED_CLASSES):
         student = quantize(student, layers=layers, preserve_sparsity=preserve_sparsity)
     elif _compat.flavour_of(student) != _compat.TF_KERAS:
         raise ValueError("A quantization-aware student must be a tf_keras model.")
     return Distiller(student=student, teacher=teacher, **distiller_kwargs)
 
 
-def _has(model, class_names):
-    modules = _pruning._modules(model)
-    return any(type(m).__name__ in class_names for m in modules)
-
-
 def _reject_nested(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers") and isinstance(layer.layers, list):
+    for layer in _introspect.iter_layers(model, nested=False):
+        if isinstance(getattr(layer, "layers", None), list):
             raise ValueError(
                 f"Model {model.name!r} holds the model {layer.name!r} as a "
                 "layer; TFMOT cannot quantize a model nested in another. "

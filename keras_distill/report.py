@@ -2,8 +2,10 @@
 
 For each model the pipeline produced, `measure_artifact` exports it to a
 ``.tflite`` file (with `keras_distill.export.to_tflite`), runs that file with
-the LiteRT interpreter on the test set, and times it; `write_report` writes
-the rows as Markdown and JSON and draws accuracy against file size as a PNG.
+the LiteRT interpreter on the test set, and times it; `format_table` and
+`format_artifact_table` make Markdown tables of the pipeline's rows;
+`write_report` writes them as Markdown and JSON and draws accuracy against
+file size as a PNG.
 """
 
 import json
@@ -57,6 +59,26 @@ def measure_artifact(name, model, path, x_test, y_test, quantization="float32",
         "latency_median_us": timing.median_us,
         "latency_p90_us": timing.p90_us,
     }
+
+
+def format_table(rows):
+    """Formats result rows as a Markdown table.
+
+    Example:
+    >>> print(format_table([{"name": "m", "params": 10, "test_accuracy": 0.5,
+    ...                      "train_seconds": 1.0}]))
+    | model | params | test accuracy | sparsity | train time (s) |
+    |---|---:|---:|---:|---:|
+    | m | 10 | 50.00% | - | 1.0 |
+    """
+    lines = ["| model | params | test accuracy | sparsity | train time (s) |",
+             "|---|---:|---:|---:|---:|"]
+    for row in rows:
+        seconds = "cached" if row.get("cached") else f"{row['train_seconds']:.1f}"
+        sparsity = f"{100 * row['sparsity']:.0f}%" if "sparsity" in row else "-"
+        lines.append(f"| {row['name']} | {row['params']:,} | "
+                     f"{100 * row['test_accuracy']:.2f}% | {sparsity} | {seconds} |")
+    return "\n".join(lines)
 
 
 def format_artifact_table(rows):
@@ -150,8 +172,6 @@ def write_report(results, output_dir):
     >>> sorted(os.path.basename(p) for p in paths)
     ['results.json', 'results.md']
     """
-    from keras_distill.pipeline import format_table
-
     os.makedirs(output_dir, exist_ok=True)
     written = []
     json_path = os.path.join(output_dir, "results.json")

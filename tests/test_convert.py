@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from keras_distill._compat import import_tfmot
+from keras_distill._introspect import iter_layers
 from keras_distill.convert import SUPPORTED_LAYERS, to_tf_keras
 from keras_distill.models import build_student, build_teacher
 
@@ -28,8 +29,8 @@ def assert_same(model, x, atol=1e-5):
     got = converted.predict(x, verbose=0)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=atol)
     assert len(converted.weights) == len(model.weights)
-    originals = {l.name: l for l in model._flatten_layers() if l.weights}
-    twins = [l for l in converted._flatten_layers() if l.weights
+    originals = {l.name: l for l in [model, *iter_layers(model)] if l.weights}
+    twins = [l for l in [converted, *iter_layers(converted)] if l.weights
              and not isinstance(l, tf_keras.Model)]
     assert sorted(l.name for l in twins) == sorted(
         n for n, l in originals.items() if not isinstance(l, keras.Model))
@@ -41,7 +42,7 @@ def assert_same(model, x, atol=1e-5):
 
 def randomise_batchnorm(model, seed=0):
     rng = np.random.default_rng(seed)
-    for layer in model._flatten_layers():
+    for layer in iter_layers(model):
         if isinstance(layer, L.BatchNormalization):
             gamma, beta, mean, var = layer.get_weights()
             layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
@@ -250,3 +251,47 @@ def test_import_tfmot_in_fresh_process_leaves_tf_keras_alone():
     result = json.loads(lines[-1][len("RESULT "):])
     assert result["env"] is None
     assert result["tf_keras_version"].startswith("3.")
+
+
+# -- the output layer, through public API (keras_distill._compat) ----------------
+
+
+@pytest.mark.parametrize("flavour", ["keras", "tf_keras"])
+def test_output_layer_of_nested_and_shared_layers(flavour):
+    from keras_distill import _compat, _introspect
+    from tests.helpers import keras_module
+
+    k = keras_module(flavour)
+    inputs = k.Input((4,))
+    hidden = k.layers.Dense(3, name="hidden")(inputs)
+    head = k.Sequential([k.Input((3,)), k.layers.Dense(2, activation="softmax")],
+                        name="head")
+    model = k.Model(inputs, head(hidden))
+    assert _compat.output_layer(model) is head
+    assert _compat.ends_in_softmax(model) is True
+    shared = k.layers.Dense(4, name="shared")
+    model = k.Model(inputs, shared(shared(inputs)))
+    assert _compat.output_layer(model) is shared
+    assert _compat.ends_in_softmax(model) is False
+    assert _compat.output_layer(k.Model(inputs, [hidden, hidden])) is None
+    assert _introspect.is_graph_model(model)
+    outer = k.Sequential([k.Input((3,)), head])
+    assert [l.name for l in _introspect.iter_layers(outer)] == ["head", head.layers[0].name]
+    assert [l.name for l in _introspect.iter_layers(outer, nested=False)] == ["head"]
+
+
+def test_subclassed_models_are_not_graph_models():
+    from keras_distill import _introspect
+    from tests.helpers import subclassed_tf_keras_model
+
+    assert not _introspect.is_graph_model(subclassed_tf_keras_model())
+
+
+def test_input_names_are_kept():
+    inputs = keras.Input((3,), name="pixels")
+    functional = keras.Model(inputs, L.Dense(2)(inputs))
+    assert to_tf_keras(functional).inputs[0].name.startswith("pixels")
+    sequential = keras.Sequential([keras.Input((3,)), L.Dense(2)])
+    converted = to_tf_keras(sequential)
+    assert converted.get_config()["layers"][0]["config"]["name"] == (
+        sequential.get_config()["layers"][0]["config"]["name"])

@@ -452,3 +452,51 @@ def test_ratios_feed_prune_and_plot(tmp_path):
     png = pruning.plot_sensitivity(path, str(tmp_path / "sens.png"))
     with open(png, "rb") as file:
         assert file.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# -- fit hook and layer walking -----------------------------------------------------
+
+
+def test_fit_hook_provides_the_callback_once():
+    from keras_distill import _fit_hooks
+
+    pruned = pruning.prune(small_cnn(), 0.5, schedule="constant")
+    (callback,) = _fit_hooks.callbacks_for(pruned, [])
+    assert type(callback).__name__ == "UpdatePruningStep"
+    assert pruning.fit_callbacks(pruned, pruning.pruning_callbacks(pruned)) == []
+    tfmot = import_tfmot()
+    assert pruning.fit_callbacks(pruned, [tfmot.sparsity.keras.UpdatePruningStep()]) == []
+    assert pruning.fit_callbacks(small_cnn(), []) == []
+    assert pruning.fit_callbacks(pruning.strip(pruned), []) == []
+
+
+def test_sparsity_report_looks_inside_custom_layers():
+    class Block(L.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = L.Dense(4, name="inner")
+            self.attention = L.MultiHeadAttention(2, 2, name="attention")
+
+        def call(self, x):
+            x = self.inner(x)
+            return self.attention(x[:, None], x[:, None])[:, 0]
+
+    model = keras.Sequential([keras.Input((3,)), Block(name="block"),
+                              L.Dense(2, name="logits")])
+    model.get_layer("block").inner.kernel.assign(np.zeros((3, 4), "float32"))
+    report = pruning.sparsity_report(model)
+    assert list(report)[:1] == ["inner"] and report["inner"] == 1.0
+    # The attention layer's own sublayers are counted, each once.
+    assert {"query", "key", "value", "attention_output"} <= set(report)
+    assert list(report)[-1] == "logits"
+
+
+def test_public_names_are_kept():
+    import keras_distill.pruning as package
+
+    for name in ("prune", "pruning_wrappers", "pruning_callbacks", "strip",
+                 "sparsity_report", "total_sparsity", "sensitivity",
+                 "ratios_by_loss", "plot_sensitivity", "SCHEDULES", "DEFAULT_RATIOS",
+                 "fit_callbacks"):
+        assert name in package.__all__ and hasattr(package, name)
+    assert callable(package.prune)

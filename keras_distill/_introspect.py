@@ -1,0 +1,180 @@
+"""Walking a model's layers, and the names TFMOT's wrappers go by.
+
+Two walkers serve the whole package:
+
+- `iter_layers`: the layer tree, depth first: a model's ``layers``, the
+  layers of nested models, the layer a wrapper holds (TFMOT's
+  ``PruneLowMagnitude`` and quantize wrappers, ``Bidirectional``, ...) and
+  the sublayers a custom layer tracks. The caller may stop the descent at
+  chosen layers.
+- `iter_submodules`: a model and everything nested in it, however deep
+  (attributes of custom layers and of subclassed models such as a
+  `keras_distill.Distiller` included): for "does it hold a layer of class
+  X?" questions (see `holds`).
+
+TFMOT wrappers are recognised by class name, so nothing here imports TFMOT
+or ``tf_keras``.
+
+Example:
+>>> import keras
+>>> inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="a")],
+...                          name="inner")
+>>> model = keras.Sequential([keras.Input((3,)), inner,
+...                           keras.layers.Dense(2, name="b")])
+>>> [layer.name for layer in iter_layers(model)]
+['inner', 'a', 'b']
+"""
+
+PRUNING_WRAPPER = "PruneLowMagnitude"
+"""Class name of TFMOT's pruning wrapper."""
+
+QAT_LAYERS = frozenset({"QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer"})
+"""Class names of the layers TFMOT's ``quantize_apply`` puts in a QAT model."""
+
+QAT_CLASSES = QAT_LAYERS | {"QuantizeAnnotate"}
+"""`QAT_LAYERS` and TFMOT's annotation wrapper (a model on its way to QAT)."""
+
+WRAPPERS = frozenset({PRUNING_WRAPPER, "QuantizeWrapper", "QuantizeWrapperV2",
+                      "QuantizeAnnotate"})
+"""Class names of the TFMOT wrappers that hold one layer as ``.layer``."""
+
+
+def iter_layers(model, nested=True):
+    """Yields the layers inside ``model``, depth first, each once.
+
+    The children of a layer are its ``layers`` when it has a list of them
+    (Sequential, Functional and subclassed models), else the sublayers it
+    tracks (the layer a wrapper holds, those a custom layer keeps as
+    attributes). ``model`` itself is not yielded.
+
+    Args:
+        model: A Keras model or layer of either flavour.
+        nested: ``True`` to descend into every layer, ``False`` for the
+            direct children of ``model`` only, or a predicate
+            ``nested(layer) -> bool`` telling, for each layer yielded,
+            whether to descend into it.
+
+    Yields:
+        Layers, parents before their children.
+
+    Example:
+    >>> import keras
+    >>> body = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="a")],
+    ...                         name="body")
+    >>> model = keras.Sequential([keras.Input((3,)), body,
+    ...                           keras.layers.Dense(2, name="b")])
+    >>> [layer.name for layer in iter_layers(model, nested=False)]
+    ['body', 'b']
+    >>> [layer.name for layer in iter_layers(model, nested=lambda l: l.name != "body")]
+    ['body', 'b']
+    """
+    seen = {id(model)}
+    stack = list(reversed(_children(model)))
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        yield layer
+        if nested is True or (callable(nested) and nested(layer)):
+            stack.extend(reversed(_children(layer)))
+
+
+def iter_submodules(model):
+    """Yields ``model``, then every layer (or ``tf.Module``) nested in it.
+
+    ``tf_keras`` layers are ``tf.Module`` objects: their public
+    ``submodules`` finds everything, attributes of custom layers included.
+    Keras 3 layers are not: `iter_layers` walks them.
+
+    Args:
+        model: Any Keras model or layer (either flavour).
+
+    Yields:
+        ``model`` first, then what it holds, each once.
+
+    Example:
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> [type(m).__name__ for m in iter_submodules(model)]
+    ['Sequential', 'Dense']
+    """
+    yield model
+    submodules = tuple(getattr(model, "submodules", ()) or ())
+    if not submodules:
+        yield from iter_layers(model)
+        return
+    seen = {id(model)}
+    for module in submodules:
+        if id(module) not in seen:
+            seen.add(id(module))
+            yield module
+
+
+def holds(model, class_names):
+    """Whether ``model`` or anything nested in it is of one of these classes.
+
+    Args:
+        model: Any Keras model or layer (either flavour).
+        class_names: Class names (e.g. `QAT_LAYERS`).
+
+    Returns:
+        ``True`` or ``False``.
+
+    Example:
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> holds(model, {"Dense"}), holds(model, {PRUNING_WRAPPER})
+    (True, False)
+    """
+    names = frozenset(class_names)
+    return any(type(m).__name__ in names for m in iter_submodules(model))
+
+
+def is_graph_model(model):
+    """Whether a model is a static graph of layers: Sequential or Functional.
+
+    Subclassed models (a `keras_distill.Distiller` among them) have no
+    ``inputs`` they were built from; Functional ones do.
+
+    Args:
+        model: Any object.
+
+    Returns:
+        ``True`` for Sequential and Functional models of either flavour.
+
+    Example:
+    >>> import keras
+    >>> inputs = keras.Input((3,))
+    >>> is_graph_model(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
+    True
+    >>> is_graph_model(keras.layers.Dense(2))
+    False
+    """
+    if type(model).__name__ == "Sequential":
+        return True
+    if not isinstance(getattr(model, "layers", None), list):
+        return False
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return False
+    return bool(inputs)
+
+
+def _children(layer):
+    """The layers directly inside ``layer``."""
+    layers = getattr(layer, "layers", None)
+    if isinstance(layers, list):
+        return list(layers)
+    # Private, for want of a public route: neither Keras 3 nor tf_keras lists
+    # the sublayers a plain layer tracks (a wrapper's layer, a custom layer's
+    # attributes) other than `_flatten_layers` (tf_keras's public
+    # `submodules` is recursive, Keras 3 has none).
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is None:
+        return []
+    try:
+        return list(flatten(include_self=False, recursive=False))
+    except TypeError:
+        return []
