@@ -10,12 +10,8 @@ import keras
 
 from keras_distill import _compat
 from keras_distill._validation import check_weight
-from keras_distill.distiller import (
-    Distiller,
-    DistillerCore,
-    resolve_output_kind,
-    single_tensor,
-)
+from keras_distill.core import DistillerCore, resolve_output_kind, single_tensor
+from keras_distill.distiller import Distiller
 from keras_distill.objective import check_class_axis, check_shapes, to_logits
 
 

@@ -33,7 +33,8 @@ from keras_distill.pairs import (
     _shape,
     _static_shape,
 )
-from keras_distill.distiller import Distiller, DistillerCore
+from keras_distill.core import DistillerCore
+from keras_distill.distiller import Distiller
 from keras_distill.taps import Taps
 
 # ------------------------------------------------------------------- adapters

@@ -32,7 +32,8 @@ from keras_distill import cache
 from keras_distill import distiller as _keras3
 from keras_distill import ensemble as _ensemble
 from keras_distill import feature_distiller as _features
-from keras_distill.distiller import DistillerCore, _batch_size, register_twin
+from keras_distill.core import DistillerCore, _batch_size, single_tensor
+from keras_distill.distiller import register_twin
 from keras_distill.ensemble import EnsembleCore, MultiTeacherCore
 from keras_distill.feature_distiller import FeatureCore
 
@@ -79,8 +80,7 @@ class Distiller(DistillerCore, tf_keras.Model):
     def call(self, inputs, training=None):
         """The student's output (``predict`` gives the student's)."""
         x, _ = cache.split(inputs)
-        return _keras3.single_tensor(self.student(x, training=training),
-                                     "student")
+        return single_tensor(self.student(x, training=training), "student")
 
     def _regularisation(self, scale):
         losses = list(self.student.losses)

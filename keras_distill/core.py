@@ -1,0 +1,578 @@
+"""What every distiller shares, whatever its Keras flavour and backend.
+
+`DistillerCore` holds the models, ``compile``'s arguments (turned into a
+`keras_distill.objective.Objective`), the teacher's forward pass and its
+cache (`keras_distill.cache`), ``fit`` (cache, NaN guard, callbacks other
+modules ask for through `keras_distill._fit_hooks`) and serialisation. The
+shells mix it into a Model: `keras_distill.Distiller` (Keras 3, every
+backend) and `keras_distill.tf_keras.Distiller` (Keras 2, TFMOT's world).
+
+Example:
+>>> from keras_distill import Distiller
+>>> issubclass(Distiller, DistillerCore)
+True
+"""
+
+import warnings
+
+import keras
+import numpy as np
+
+from keras_distill import _compat, _fit_hooks, cache, terms
+from keras_distill._validation import check_alpha, check_temperature
+from keras_distill.objective import (
+    Objective,
+    check_class_axis,
+    check_shapes,
+    loss_reduction,
+)
+
+_OUTPUT_KINDS = ("auto", "logits", "probabilities")
+_TEACHER_DTYPES = (None, "float16", "bfloat16")
+_LOG_NAMES = ("student_loss", "distillation_loss")
+
+
+# ------------------------------------------------------------------ helpers
+class _Untracked:
+    """Holds a model out of Keras's attribute tracking (and saving)."""
+
+    def __init__(self, model):
+        self.model = model
+
+
+class _Trackers:
+    """The per-term ``Mean`` metrics, out of Keras's automatic tracking
+    (the shells list them in ``metrics`` themselves, once)."""
+
+    def __init__(self):
+        self.items = {}
+
+
+def single_tensor(value, argument):
+    """The one tensor of a model's output; refuses multi-output models.
+
+    Example:
+    >>> single_tensor([1.0], "student")
+    1.0
+    """
+    if isinstance(value, (dict, list, tuple)):
+        flat = keras.tree.flatten(value)
+        if len(flat) != 1:
+            raise ValueError(
+                f"The {argument} returned {len(flat)} outputs; Distiller "
+                "distils single-output models. Build a model that returns "
+                "only the class scores to distil."
+            )
+        return flat[0]
+    return value
+
+
+def check_output_kind(value, argument):
+    """One of ``auto``, ``logits``, ``probabilities``."""
+    if value not in _OUTPUT_KINDS:
+        raise ValueError(
+            f"`{argument}` must be one of {_OUTPUT_KINDS}, got {value!r}. "
+            "Use 'probabilities' for a model that ends in a softmax, "
+            "'logits' otherwise, or 'auto' to detect it."
+        )
+    return value
+
+
+def resolve_output_kind(model, value, argument):
+    """``logits`` or ``probabilities`` for a model (``auto`` inspects it)."""
+    value = check_output_kind(value, argument)
+    if value != "auto":
+        return value
+    return "probabilities" if _compat.ends_in_softmax(model) else "logits"
+
+
+def _low_precision_copy(model, dtype):
+    """A copy of a Sequential/Functional model computing in ``dtype``.
+
+    Every layer gets the ``mixed_<dtype>`` policy (float32 variables,
+    16-bit computation) and the original's weights; the original is not
+    touched.
+    """
+    k = _compat.keras_module(_compat.flavour_of(model))
+    policy = f"mixed_{dtype}"
+
+    def clone(layer):
+        config = layer.get_config()
+        config["dtype"] = policy
+        return layer.__class__.from_config(config)
+
+    try:
+        copy = k.models.clone_model(model, clone_function=clone)
+    except Exception as error:  # noqa: BLE001 - any reason clone_model refuses
+        raise ValueError(
+            f"`teacher_dtype`={dtype!r} needs a Sequential or Functional "
+            f"teacher that Keras can clone; cloning {model.name!r} failed "
+            f"({type(error).__name__}: {error}). Leave teacher_dtype=None, or "
+            "build the teacher with a mixed precision policy yourself."
+        ) from error
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _numpy(variable):
+    if hasattr(variable, "numpy"):  # TensorFlow / tf_keras (also mirrored)
+        return np.array(variable.numpy(), copy=True)
+    return np.array(keras.ops.convert_to_numpy(variable), copy=True)
+
+
+def nan_guard(distiller):
+    """A callback that keeps the student's last good weights.
+
+    If an epoch's loss is NaN or infinite, training stops and the student's
+    weights and the optimizer's state are restored to the end of the last
+    epoch whose loss was finite (or to what they were before ``fit``), with
+    a warning.
+    """
+    k = distiller._keras()
+
+    class NaNGuard(k.callbacks.Callback):
+        def _state(self):
+            variables = distiller.optimizer.variables
+            variables = variables() if callable(variables) else variables
+            return (list(distiller.student.weights)
+                    + list(distiller._extra_trainable_weights())
+                    + list(variables))
+
+        def _snapshot(self):
+            self.good = [_numpy(v) for v in self._state()]
+
+        def on_train_begin(self, logs=None):
+            optimizer = distiller.optimizer
+            if not getattr(optimizer, "built", True):
+                # Build it now so its slots can be restored too.
+                optimizer.build(distiller.trainable_weights)
+            self._snapshot()
+            self.good_epoch = None
+            self.failed = None
+
+        # Checked once an epoch, not every batch: a per-batch hook would make
+        # Keras synchronise with the device after every step. The epoch's
+        # mean loss is NaN/inf as soon as one batch's is.
+        def on_epoch_end(self, epoch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not np.isfinite(float(loss)):
+                self.failed = epoch
+                self.model.stop_training = True
+            else:
+                self._snapshot()
+                self.good_epoch = epoch
+
+        def on_train_end(self, logs=None):
+            if self.failed is not None:
+                for variable, value in zip(self._state(), self.good):
+                    variable.assign(value)
+                since = ("the start of fit" if self.good_epoch is None
+                         else f"the end of epoch {self.good_epoch + 1}")
+                warnings.warn(
+                    f"keras_distill: the loss became NaN or infinite in epoch "
+                    f"{self.failed + 1}; "
+                    f"training stopped and the student's weights were "
+                    f"restored to {since}. Lower the learning rate or the "
+                    "temperature, or check the data for NaNs.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+    return NaNGuard()
+
+
+# --------------------------------------------------------------------- core
+class DistillerCore:
+    """What every distiller shares, whatever its Keras flavour.
+
+    Mixed into `Distiller` (Keras 3) and the ``tf_keras`` shells; each
+    shell sets ``_flavour`` and supplies the training step.
+    """
+
+    _flavour = None
+    _supports_teacher_dtype = True  # feature distillers tap the float teacher
+
+    def __init__(
+        self,
+        student,
+        teacher,
+        teacher_outputs="auto",
+        student_outputs="auto",
+        name="distiller",
+        teacher_dtype=None,
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        self._setup(student, teacher, teacher_outputs, student_outputs)
+        self._set_teacher_dtype(teacher_dtype)
+
+    @classmethod
+    def _keras(cls):
+        return _compat.keras_module(cls._flavour)
+
+    def _set_teacher_dtype(self, teacher_dtype):
+        if teacher_dtype not in _TEACHER_DTYPES:
+            raise ValueError(
+                f"`teacher_dtype` must be one of {_TEACHER_DTYPES}, got "
+                f"{teacher_dtype!r}."
+            )
+        if teacher_dtype is not None and not self._supports_teacher_dtype:
+            raise ValueError(
+                f"{type(self).__name__} does not support `teacher_dtype` yet "
+                "(its taps read the float teacher). Leave it None."
+            )
+        self.teacher_dtype = teacher_dtype
+        self._inference_teacher = _Untracked(
+            self.teacher if teacher_dtype is None
+            else _low_precision_copy(self.teacher, teacher_dtype)
+        )
+
+    def _setup(self, student, teacher, teacher_outputs, student_outputs):
+        _compat.model_flavour(student, "student")
+        _compat.model_flavour(teacher, "teacher")
+        if student is teacher:
+            raise ValueError(
+                "`student` and `teacher` are the same model object. Build "
+                "a separate (usually smaller) student model to distil into."
+            )
+        self.teacher_outputs = resolve_output_kind(
+            teacher, teacher_outputs, "teacher_outputs")
+        self.student_outputs = resolve_output_kind(
+            student, student_outputs, "student_outputs")
+        teacher_shape = _compat.single_output_shape(teacher)
+        student_shape = _compat.single_output_shape(student)
+        check_class_axis(teacher_shape, "teacher")
+        check_class_axis(student_shape, "student")
+        check_shapes(teacher_shape, student_shape)
+        self.student = student
+        self.teacher = teacher
+        if student.built and teacher.built:
+            # So that weights can be loaded before the first call.
+            self.built = True
+        self._tracker_holder = _Trackers()
+        self._add_trackers(_LOG_NAMES)
+        self.alpha = None
+        self.temperature = None
+        self._objective = None
+
+    @property
+    def _trackers(self):
+        return self._tracker_holder.items
+
+    def _add_trackers(self, names):
+        k = self._keras()
+        for name in names:
+            self._trackers[name] = k.metrics.Mean(name=name)
+
+    # ---------------------------------------------------------------- compile
+    def compile(
+        self,
+        optimizer="adam",
+        metrics=None,
+        student_loss_fn=None,
+        distillation_loss_fn="kl_divergence",
+        alpha=0.1,
+        temperature=3.0,
+        **kwargs,
+    ):
+        """Configures the distiller for training.
+
+        The optimised loss is
+        ``alpha * student_loss + (1 - alpha) * distillation_loss
+        + sum(student.losses)`` with
+        ``distillation_loss = T² · D(teacher, student)``.
+
+        Args:
+            optimizer: Optimizer instance or name, of the student's Keras
+                flavour.
+            metrics: Metrics of the student's predictions against the labels
+                (e.g. ``[keras.metrics.SparseCategoricalAccuracy()]``).
+            student_loss_fn: Loss between labels and the student's output,
+                e.g. ``keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True)``. May be omitted only when ``alpha == 0``.
+            distillation_loss_fn: The logits term: ``"kl_divergence"``
+                (default; also a ``keras.losses.KLDivergence()`` instance or
+                any Keras name for it) is exact KD from log-softmax of
+                ``logits / T`` (`keras_distill.terms.KD`); a term object
+                (``terms.DKD()``, ``terms.SoftLabel()``, ...) or a registered
+                name (``"dkd"``); any other loss receives ``(softmax(t / T),
+                softmax(s / T))`` as ``(y_true, y_pred)``, times T², as in
+                the keras.io example (`keras_distill.terms.SoftenedLoss`).
+            alpha: Weight of the student (hard-label) loss in [0, 1]; the
+                distillation loss gets ``1 - alpha``.
+            temperature: Softening temperature T > 0 (for terms built
+                without their own).
+            **kwargs: Passed on to ``Model.compile`` (``jit_compile``,
+                ``steps_per_execution``, ``run_eagerly``, ...).
+
+        Example:
+        >>> import keras
+        >>> from keras_distill import Distiller
+        >>> make = lambda: keras.Sequential([keras.Input((8,)),
+        ...                                  keras.layers.Dense(3)])
+        >>> d = Distiller(student=make(), teacher=make())
+        >>> d.compile(optimizer="adam", alpha=0.5, temperature=2.0,
+        ...           student_loss_fn="sparse_categorical_crossentropy")
+        >>> d.alpha, d.temperature
+        (0.5, 2.0)
+        """
+        if "loss" in kwargs:
+            raise ValueError(
+                "Distiller.compile() takes `student_loss_fn` and "
+                "`distillation_loss_fn`, not `loss`. Pass your loss as "
+                "`student_loss_fn=...`."
+            )
+        alpha = check_alpha(alpha)
+        temperature = check_temperature(temperature, "temperature")
+        student_loss_fn = self._resolve_loss(student_loss_fn, "student_loss_fn")
+        if student_loss_fn is None and alpha > 0:
+            raise ValueError(
+                f"`student_loss_fn` is required when alpha > 0 (alpha="
+                f"{alpha}). Pass e.g. keras.losses."
+                "SparseCategoricalCrossentropy(from_logits=True), or set "
+                "alpha=0 to train on the distillation loss alone."
+            )
+        logit_term = terms.logit_term(distillation_loss_fn)
+        if isinstance(logit_term, terms.SoftenedLoss):
+            loss_reduction(logit_term.fn, "distillation_loss_fn")
+        self.alpha = alpha
+        self.temperature = temperature
+        self.distillation_term = logit_term
+        self._objective = Objective(
+            alpha=alpha,
+            temperature=temperature,
+            student_loss_fn=student_loss_fn,
+            logit_term=logit_term,
+            student_reduction=(
+                loss_reduction(student_loss_fn, "student_loss_fn")
+                if student_loss_fn is not None else "mean"),
+            teacher_kind=self.teacher_outputs,
+            student_kind=self.student_outputs,
+            **self._objective_options(),
+        )
+        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+
+    def _objective_options(self):
+        """Extra `Objective` arguments (feature distillers add theirs)."""
+        return {}
+
+    def _resolve_loss(self, fn, argument):
+        if fn is None:
+            return None
+        if isinstance(fn, str):
+            try:
+                return self._keras().losses.get(fn)
+            except (ValueError, TypeError) as error:
+                raise ValueError(
+                    f"`{argument}`={fn!r} is not a Keras loss name. Pass a "
+                    "loss instance such as keras.losses."
+                    "SparseCategoricalCrossentropy(from_logits=True)."
+                ) from error
+        if not callable(fn):
+            raise TypeError(
+                f"`{argument}` must be a callable `fn(y_true, y_pred)` or a "
+                f"Keras loss, got {type(fn).__name__}."
+            )
+        return fn
+
+    def _require_compiled(self):
+        if self._objective is None:
+            raise RuntimeError(
+                "Call `distiller.compile(...)` before `fit`/`evaluate`."
+            )
+
+    # ------------------------------------------------------------- weights
+    @property
+    def trainable_weights(self):
+        """Only the student's trainable weights: the teacher never trains."""
+        return list(self.student.trainable_weights) + list(
+            self._extra_trainable_weights()
+        )
+
+    @property
+    def non_trainable_weights(self):
+        """Everything else: the student's statistics and the teacher."""
+        seen = {id(w) for w in self.trainable_weights}
+        out = []
+        for w in list(self.student.non_trainable_weights) + list(
+            self.teacher.weights
+        ):
+            if id(w) not in seen:
+                seen.add(id(w))
+                out.append(w)
+        return out
+
+    # ------------------------------------------------------ extension points
+    # Feature distillers override these; the defaults distil logits alone.
+    def _student_forward(self, x, training):
+        """One student forward pass: ``(outputs, {feature key: tensor})``."""
+        return single_tensor(self.student(x, training=training), "student"), {}
+
+    def _teacher_forward(self, x):
+        """One teacher forward pass in inference mode, without gradient:
+        ``(outputs, {feature key: tensor})``."""
+        teacher = self._inference_teacher.model
+        out = single_tensor(teacher(x, training=False), "teacher")
+        return keras.ops.stop_gradient(out), {}
+
+    def _teacher_predict(self, x, batch_size):
+        """The teacher over a whole array (for the cache), as numpy:
+        ``(outputs, {feature key: array})``."""
+        teacher = self._inference_teacher.model
+        out = teacher.predict(x, batch_size=batch_size, verbose=0)
+        return single_tensor(out, "teacher"), {}
+
+    def _extra_trainable_weights(self):
+        """Weights that train with the student but are not part of it
+        (e.g. adapters)."""
+        return []
+
+    def _has_student_features(self):
+        return False
+
+    # -------------------------------------------------------------- teacher
+    def _teacher_outputs(self, x, cached):
+        """The teacher's ``(outputs, features)``: from the cache, or one
+        forward pass."""
+        if cached is None:
+            return self._teacher_forward(x)
+        outputs, features = cached
+        cast = keras.ops.cast
+        return cast(outputs, "float32"), {
+            key: cast(value, "float32") for key, value in features.items()
+        }
+
+    # ---------------------------------------------------------------- fit
+    def fit(self, x=None, y=None, *args, cache_teacher=False,
+            cache_dtype="float32", **kwargs):
+        """``Model.fit``, optionally with the teacher run only once.
+
+        With ``cache_teacher=True`` the teacher's outputs for every training
+        sample are computed once, in inference mode, before the first epoch
+        and kept in memory (``cache_dtype="float16"`` halves it); every epoch
+        then trains the student without running the teacher. The outputs
+        travel with their inputs through Keras's shuffling and
+        ``validation_split``, so they stay aligned. Only in-memory arrays
+        are accepted: a ``tf.data`` pipeline or a generator may change its
+        inputs from epoch to epoch (random augmentation), which would make
+        cached targets wrong. ``distiller.teacher_cache_info`` tells the
+        cache's size.
+
+        Args:
+            x, y: As for ``Model.fit``.
+            cache_teacher: Run the teacher once and cache its outputs.
+            cache_dtype: ``"float32"`` or ``"float16"``.
+            *args, **kwargs: As for ``Model.fit``.
+
+        Returns:
+            The ``History`` of ``Model.fit``.
+
+        Example:
+        >>> import numpy as np, keras
+        >>> from keras_distill import Distiller
+        >>> x = np.random.rand(64, 8).astype("float32")
+        >>> y = np.random.randint(0, 3, 64)
+        >>> make = lambda: keras.Sequential([keras.Input((8,)),
+        ...                                  keras.layers.Dense(3)])
+        >>> d = Distiller(student=make(), teacher=make())
+        >>> d.compile(optimizer="adam", student_loss_fn=keras.losses.
+        ...           SparseCategoricalCrossentropy(from_logits=True))
+        >>> _ = d.fit(x, y, epochs=2, verbose=0, cache_teacher=True)
+        >>> d.teacher_cache_info["bytes"]  # 64 samples x 3 logits x 4 bytes
+        768
+        """
+        if args:
+            # Positional batch_size, epochs, verbose, callbacks: as keywords.
+            names = ("batch_size", "epochs", "verbose", "callbacks")
+            for name, value in zip(names, args):
+                if name in kwargs:
+                    raise TypeError(f"fit() got multiple values for `{name}`")
+                kwargs[name] = value
+            args = args[len(names):]
+        if cache_teacher:
+            teacher_cache = self.teacher_cache(
+                x, cache_dtype, kwargs.get("batch_size") or 256)
+            self.teacher_cache_info = teacher_cache.info
+            if kwargs.get("verbose", "auto") != 0:
+                print(f"keras_distill: {teacher_cache.describe()}")
+            x = teacher_cache.pack(x)
+        callbacks = list(kwargs.get("callbacks") or [])
+        callbacks += _fit_hooks.callbacks_for(self.student, callbacks)
+        kwargs["callbacks"] = [nan_guard(self)] + callbacks
+        return super().fit(x, y, *args, **kwargs)
+
+    def teacher_cache(self, x, cache_dtype="float32", batch_size=256):
+        """Runs the teacher once over in-memory arrays: a `TeacherCache`.
+
+        What ``fit(cache_teacher=True)`` builds; ``cache.pack(x)`` gives
+        the input ``fit`` then trains on.
+
+        Args:
+            x: The training inputs (numpy arrays or tensors).
+            cache_dtype: ``"float32"`` or ``"float16"``.
+            batch_size: The teacher's batch size.
+
+        Returns:
+            A `keras_distill.cache.TeacherCache`.
+
+        Example:
+        >>> import numpy as np, keras
+        >>> from keras_distill import Distiller
+        >>> make = lambda: keras.Sequential([keras.Input((8,)),
+        ...                                  keras.layers.Dense(3)])
+        >>> d = Distiller(student=make(), teacher=make())
+        >>> d.teacher_cache(np.zeros((10, 8), "float32")).info["shape"]
+        (10, 3)
+        """
+        if cache_dtype not in cache.DTYPES:
+            raise ValueError(
+                f"`cache_dtype` must be one of {cache.DTYPES}, got "
+                f"{cache_dtype!r}."
+            )
+        cache.check_arrays(x)
+        outputs, features = self._teacher_predict(x, batch_size)
+        return cache.TeacherCache(outputs, features, cache_dtype)
+
+    # -------------------------------------------------------- serialisation
+    def get_config(self):
+        config = {
+            "name": self.name,
+            "teacher_outputs": self.teacher_outputs,
+            "student_outputs": self.student_outputs,
+            "teacher_dtype": self.teacher_dtype,
+        }
+        for role in ("student", "teacher"):
+            model = getattr(self, role)
+            flavour = _compat.flavour_of(model)
+            k = _compat.keras_module(flavour)
+            config[role] = k.saving.serialize_keras_object(model)
+            config[f"{role}_flavour"] = flavour
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        for role in ("student", "teacher"):
+            k = _compat.keras_module(config.pop(f"{role}_flavour"))
+            config[role] = k.saving.deserialize_keras_object(
+                config[role], custom_objects=custom_objects
+            )
+        return cls(**config)
+
+    # ------------------------------------------------------------- logging
+    def _track(self, logs, batch_size, unscale):
+        """Updates the per-term trackers; returns the names logged."""
+        for name, value in logs.items():
+            self._trackers[name].update_state(
+                unscale(value), sample_weight=batch_size)
+        return set(logs)
+
+    def _tracker_results(self, names):
+        return {name: self._trackers[name].result() for name in names}
+
+
+def _batch_size(x):
+    first = next(v for v in keras.tree.flatten(x) if v is not None)
+    return keras.ops.shape(first)[0]
+
+
