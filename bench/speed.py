@@ -15,13 +15,22 @@ it times, each case in a fresh subprocess (so peak memory is the case's own):
   (e) our ``Distiller``, teacher run every batch   (f) ours with ``cache_teacher=True``
   (g) ours online with the teacher computing in bfloat16
 
+on the TensorFlow backend, and on Keras 3's JAX backend (the child process gets
+``KERAS_BACKEND=jax``; same models, data, batch size, optimizer and epochs):
+
+  (h) plain ``student.fit`` (the like-for-like reference for JAX)
+  (i) our ``Distiller``, online                   (j) ours with ``cache_teacher=True``
+
 and reports the cold (first) epoch, the median warm epoch, the total of all
 epochs and the peak resident memory. Ratios are computed within one run of this
-script. Writes bench/results/speed.json and speed.md.
+script. Writes bench/results/speed.json and speed.md (``--out PREFIX`` or
+``--output-dir DIR`` to write elsewhere).
 
 Usage:
-    python bench/speed.py                    # both pairs, 10 epochs
+    python bench/speed.py                    # both pairs, all cases, 10 epochs
     python bench/speed.py --pairs mlp --epochs 3
+    python bench/speed.py --cases e,f,i,j --output-dir /tmp/speed
+    python bench/speed.py --summarise bench/results/speed.json
 """
 
 import argparse
@@ -35,7 +44,9 @@ import sys
 import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-CASES = ("a", "b", "c", "d", "e", "f", "g")
+CASES = ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j")
+# The JAX cases run the code of a TF case, with KERAS_BACKEND=jax.
+JAX_CASES = {"h": "a", "i": "e", "j": "f"}
 LABELS = {
     "a": "(a) student.fit",
     "b": "(b) teacher.predict",
@@ -44,7 +55,19 @@ LABELS = {
     "e": "(e) keras_distill Distiller, online",
     "f": "(f) keras_distill Distiller, cache_teacher",
     "g": "(g) keras_distill Distiller, online, bfloat16 teacher",
+    "h": "(h) student.fit",
+    "i": "(i) keras_distill Distiller, online",
+    "j": "(j) keras_distill Distiller, cache_teacher",
 }
+
+
+def case_backend(case):
+    return "jax" if case in JAX_CASES else "tensorflow"
+
+
+def result_backend(result):
+    """The backend a result ran on (JSON from before the JAX cases has none)."""
+    return result.get("backend") or case_backend(result["case"])
 
 
 def build_pair(pair):
@@ -94,6 +117,11 @@ def run_case(case, pair, epochs):
     import keras
     from keras import ops
 
+    backend = keras.backend.backend()
+    if backend != case_backend(case):
+        raise RuntimeError(f"case {case} must run on {case_backend(case)}, "
+                           f"this process runs Keras on {backend}")
+    label, case = case, JAX_CASES.get(case, case)  # (h), (i), (j) run (a), (e), (f)
     keras.utils.set_random_seed(0)
     teacher, student, x, y, batch = build_pair(pair)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -166,7 +194,7 @@ def run_case(case, pair, epochs):
         d.fit(x, y, cache_teacher=(case == "f"), **fit)
     total = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"case": case, "pair": pair, "epochs": epochs,
+    return {"case": label, "pair": pair, "backend": backend, "epochs": epochs,
             "epoch_seconds": timer.times, "total_seconds": total,
             "peak_rss_mib": peak_kib / 1024}
 
@@ -183,14 +211,16 @@ def summarise(results, epochs):
                 times = r["epoch_seconds"]
                 warm[case] = statistics.median(times[1:]) if len(times) > 1 else times[0]
         lines += [f"### pair `{pair}`, {epochs} epochs", "",
-                  "| case | cold epoch (s) | warm epoch, median (s) | total (s) | peak RSS (MiB) |",
-                  "|---|---:|---:|---:|---:|"]
+                  "| case | backend | cold epoch (s) | warm epoch, median (s) | total (s) "
+                  "| peak RSS (MiB) |",
+                  "|---|---|---:|---:|---:|---:|"]
         for case in CASES:
             r = by.get((pair, case))
             if r:
                 lines.append(
-                    f"| {LABELS[case]} | {r['epoch_seconds'][0]:.2f} | {warm[case]:.2f} | "
-                    f"{r['total_seconds']:.1f} | {r['peak_rss_mib']:.0f} |")
+                    f"| {LABELS[case]} | {result_backend(r)} | {r['epoch_seconds'][0]:.2f} | "
+                    f"{warm[case]:.2f} | {r['total_seconds']:.1f} | "
+                    f"{r['peak_rss_mib']:.0f} |")
         lines.append("")
         if a and b and "e" in warm:
             floor = warm["a"] + warm["b"]
@@ -209,6 +239,15 @@ def summarise(results, epochs):
                 lines.append(f"- (c) total / cached (f) total = "
                              f"{by[(pair, 'c')]['total_seconds'] / f_total:.2f} "
                              "(target >= 3)")
+        if "i" in warm and "h" in warm and "b" in warm:
+            lines.append(f"- JAX online (i) warm epoch / ((h) JAX + (b) TF) = "
+                         f"{warm['i'] / (warm['h'] + warm['b']):.2f}")
+        if "i" in warm and "e" in warm:
+            lines.append(f"- JAX online (i) warm epoch / TF online (e) warm epoch = "
+                         f"{warm['i'] / warm['e']:.2f}")
+        if (pair, "j") in by and (pair, "f") in by:
+            lines.append(f"- JAX cached (j) total / TF cached (f) total = "
+                         f"{by[(pair, 'j')]['total_seconds'] / by[(pair, 'f')]['total_seconds']:.2f}")
         lines.append("")
     return "\n".join(lines)
 
@@ -216,11 +255,16 @@ def summarise(results, epochs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", default="mlp,cnn")
-    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help="comma-separated subset of " + ",".join(CASES)
+                        + " ((h), (i), (j) run on JAX; default all)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--pair", help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "speed"))
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "speed"),
+                        help="output path prefix (.json and .md are appended)")
+    parser.add_argument("--output-dir", metavar="DIR",
+                        help="write DIR/speed.json and DIR/speed.md (overrides --out)")
     parser.add_argument("--summarise", metavar="JSON",
                         help="rewrite the Markdown of an earlier run's JSON, run nothing")
     args = parser.parse_args()
@@ -237,13 +281,21 @@ def main():
     if args.case:  # child process
         print(json.dumps(run_case(args.case, args.pair, args.epochs)))
         return
+    if args.output_dir:
+        args.out = os.path.join(args.output_dir, "speed")
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        parser.error(f"unknown case(s) {','.join(unknown)}; choose from {','.join(CASES)}")
     results = []
     for pair in args.pairs.split(","):
-        for case in args.cases.split(","):
+        for case in cases:
+            # The parent stays on TensorFlow; each child gets its own backend.
+            env = dict(os.environ, KERAS_BACKEND=case_backend(case))
             child = subprocess.run(
                 [sys.executable, __file__, "--case", case, "--pair", pair,
                  "--epochs", str(args.epochs)],
-                capture_output=True, text=True, check=False)
+                capture_output=True, text=True, check=False, env=env)
             if child.returncode != 0:
                 print(child.stderr[-3000:], file=sys.stderr)
                 raise SystemExit(f"case {case} on {pair} failed")
@@ -253,7 +305,7 @@ def main():
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
             "cpus": os.cpu_count()}
     print(table)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out + ".json", "w") as handle:
         json.dump({"meta": meta, "results": results}, handle, indent=2)
     with open(args.out + ".md", "w") as handle:
