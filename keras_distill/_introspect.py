@@ -25,6 +25,8 @@ Example:
 ['inner', 'a', 'b']
 """
 
+from keras_distill import _keras_private
+
 PRUNING_WRAPPER = "PruneLowMagnitude"
 """Class name of TFMOT's pruning wrapper."""
 
@@ -167,14 +169,6 @@ def _children(layer):
     layers = getattr(layer, "layers", None)
     if isinstance(layers, list):
         return list(layers)
-    # Private, for want of a public route: neither Keras 3 nor tf_keras lists
-    # the sublayers a plain layer tracks (a wrapper's layer, a custom layer's
-    # attributes) other than `_flatten_layers` (tf_keras's public
-    # `submodules` is recursive, Keras 3 has none).
-    flatten = getattr(layer, "_flatten_layers", None)
-    if flatten is None:
-        return []
-    try:
-        return list(flatten(include_self=False, recursive=False))
-    except TypeError:
-        return []
+    # No public route lists the sublayers a plain layer tracks (a wrapper's
+    # layer, a custom layer's attributes): see `_keras_private`.
+    return _keras_private.tracked_sublayers(layer)

@@ -16,7 +16,7 @@ through `import_tfmot`.
 
 import inspect
 
-from keras_distill import _compat
+from keras_distill import _compat, _keras_private
 
 # Keras 3 layer class name -> what to do with its config.
 #   rename: {Keras 3 key: tf_keras key}
@@ -201,12 +201,11 @@ class _Converter:
         def call(operation, *args, **kwargs):
             return operation(*args, **kwargs)
 
-        # Private, for want of a public route: Keras 3 replays a Functional
-        # graph only through `_run_through_graph`. The public
-        # `keras.models.clone_model` replays it too but builds a Keras 3 model
-        # of the results, which fails for tf_keras layers and tensors.
-        outputs = model._run_through_graph(
-            packed, operation_fn=lambda op: self.layer(op, model), call_fn=call
+        # No public route replays a Keras 3 Functional graph with tf_keras
+        # layers and tensors: see `_keras_private`.
+        outputs = _keras_private.run_through_graph(
+            model, packed, operation_fn=lambda op: self.layer(op, model),
+            call_fn=call,
         )
         return self.tf_keras.Model(packed, outputs, name=model.name)
 

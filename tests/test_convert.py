@@ -295,3 +295,43 @@ def test_input_names_are_kept():
     converted = to_tf_keras(sequential)
     assert converted.get_config()["layers"][0]["config"]["name"] == (
         sequential.get_config()["layers"][0]["config"]["name"])
+
+
+# -- the private Keras attributes, in one module (keras_distill._keras_private) --
+
+
+@pytest.mark.parametrize("flavour", ["keras", "tf_keras"])
+def test_tracked_sublayers(flavour):
+    from keras_distill import _keras_private
+    from tests.helpers import keras_module
+
+    k = keras_module(flavour)
+
+    class Block(k.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.first = k.layers.Dense(2, name="first")
+            self.second = k.layers.Dense(2, name="second")
+
+        def call(self, x):
+            return self.second(self.first(x))
+
+    block = Block(name="block")
+    block(np.zeros((1, 3), "float32"))
+    assert [l.name for l in _keras_private.tracked_sublayers(block)] == [
+        "first", "second"]
+    wrapper = k.layers.TimeDistributed(k.layers.Dense(2, name="inner"))
+    assert [l.name for l in _keras_private.tracked_sublayers(wrapper)] == ["inner"]
+    assert _keras_private.tracked_sublayers(k.layers.Dense(2)) == []
+    assert _keras_private.tracked_sublayers(object()) == []
+
+
+def test_private_keras_attributes_only_in_keras_private():
+    import pathlib
+    import re
+
+    package = pathlib.Path(__file__).resolve().parents[1] / "keras_distill"
+    private = re.compile(r"_flatten_layers|_run_through_graph")
+    users = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                   if private.search(p.read_text()))
+    assert users == ["_keras_private.py"]

@@ -5,7 +5,9 @@ Run under every backend: the default (TensorFlow) and ``KERAS_BACKEND=jax``
 """
 
 import ast
+import importlib
 import inspect
+import pkgutil
 
 import keras
 import numpy as np
@@ -209,16 +211,33 @@ def test_logit_losses_dtype_rule(dtype, want):
 
 
 def test_losses_module_does_not_import_tensorflow():
-    """keras.ops only: no module-level TensorFlow import."""
-    tree = ast.parse(inspect.getsource(losses))
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            names = [node.module or ""]
-        else:
-            continue
-        assert not any(n.split(".")[0] == "tensorflow" for n in names), names
+    """keras.ops only: no module-level TensorFlow import, in any module of
+    the package."""
+    modules = [losses] + [
+        importlib.import_module(f"{losses.__name__}.{info.name}")
+        for info in pkgutil.iter_modules(losses.__path__)
+    ]
+    assert {m.__name__.rsplit(".", 1)[-1] for m in modules} >= {
+        "losses", "_common", "logits", "features"}
+    for module in modules:
+        tree = ast.parse(inspect.getsource(module))
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not any(n.split(".")[0] == "tensorflow" for n in names), (
+                module.__name__, names)
+
+
+def test_public_names_are_kept():
+    for name in ("kd_loss", "soft_label_loss", "probabilities_to_logits",
+                 "dkd_loss", "l2_loss", "fsp_matrix", "fsp_loss", "at_loss",
+                 "rkd_loss"):
+        assert name in losses.__all__ and callable(getattr(losses, name))
+        assert getattr(losses, name).__doc__
 
 
 def test_old_check_names_are_aliases():

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_distill import taps as taps_module
+from keras_distill import _tap_graph
 from keras_distill.taps import Taps, tap_model
 from helpers import counter
 
@@ -391,7 +391,7 @@ def test_shared_layer_is_refused(flavour):
 
 def test_layer_not_used_in_the_forward_pass():
     with pytest.raises(ValueError, match=r"'lonely' is not used in its forward pass"):
-        taps_module._select_call([], "teacher", "lonely")
+        _tap_graph._select_call([], "teacher", "lonely")
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)

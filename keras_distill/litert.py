@@ -1,0 +1,305 @@
+"""Running a TFLite file with LiteRT: check it on data, time it.
+
+The second half of the path from a trained Keras model to a file you can
+ship (`keras_distill.export.to_tflite` writes the file):
+
+- `evaluate_tflite` runs the file with the LiteRT interpreter
+  (``ai_edge_litert``) on real data: accuracy, and agreement with the Keras
+  model it came from;
+- `benchmark_tflite` measures single-input latency.
+
+int8 tensors are quantized and dequantized here with their scale and zero
+point, so callers feed and read what the Keras model takes and returns.
+Both functions, and the dataclasses they return, are also importable from
+`keras_distill.export`.
+"""
+
+import dataclasses
+import os
+import time
+
+import numpy as np
+
+from keras_distill import _compat
+
+
+@dataclasses.dataclass(frozen=True)
+class TFLiteEvaluation:
+    """What `evaluate_tflite` measured.
+
+    Attributes:
+        num_samples: Number of inputs run.
+        accuracy: Fraction of argmax predictions equal to the labels, or
+            ``None`` without labels.
+        agreement: Fraction of inputs where the TFLite and the reference
+            Keras model's argmax agree, or ``None`` without a reference.
+        max_abs_diff: Largest absolute difference between the TFLite outputs
+            (dequantized) and the reference model's, or ``None``.
+        outputs: The TFLite outputs, dequantized to float32.
+    """
+
+    num_samples: int
+    accuracy: float = None
+    agreement: float = None
+    max_abs_diff: float = None
+    outputs: np.ndarray = dataclasses.field(default=None, repr=False,
+                                            compare=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class TFLiteBenchmark:
+    """What `benchmark_tflite` measured, in microseconds per single input.
+
+    Attributes:
+        median_us: Median latency of one ``invoke()`` (batch of 1).
+        p90_us: 90th percentile latency.
+        runs: Number of timed runs.
+        warmup: Number of untimed runs before them.
+        num_threads: Interpreter threads.
+    """
+
+    median_us: float
+    p90_us: float
+    runs: int
+    warmup: int
+    num_threads: int
+
+
+def evaluate_tflite(path, x, y=None, reference_model=None, batch_size=256,
+                    num_threads=None):
+    """Runs a TFLite file on data with the LiteRT interpreter.
+
+    int8 inputs are quantized and int8 outputs dequantized with the tensors'
+    scale and zero point, so ``x`` is what the Keras model takes. Inputs run
+    in batches of ``batch_size`` when the file's batch dimension is dynamic,
+    else in batches of the fixed size (one at a time for batch 1).
+
+    Args:
+        path: A ``.tflite`` file with one input and one output.
+        x: numpy array of inputs, shape ``(n,) + input_shape``.
+        y: Optional labels: class ids ``(n,)`` or one-hot ``(n, classes)``.
+        reference_model: Optional Keras model (either flavour) to compare
+            with, usually the model the file was exported from.
+        batch_size: Inputs per ``invoke()`` for a dynamic batch dimension.
+        num_threads: Interpreter threads (``None``: the interpreter's
+            default).
+
+    Returns:
+        A `TFLiteEvaluation`.
+
+    Raises:
+        FileNotFoundError: No file at ``path``.
+        ValueError: ``path`` is not a TFLite model with one input and one
+            output; ``x``, ``y`` or the reference outputs do not match it.
+        TypeError: ``reference_model`` is not a Keras model.
+
+    Example:
+    >>> import keras, numpy as np, tempfile
+    >>> from keras_distill.export import to_tflite
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.tflite")
+    >>> _ = to_tflite(model, path)
+    >>> x = np.random.default_rng(0).normal(size=(10, 4)).astype("float32")
+    >>> result = evaluate_tflite(path, x, y=np.zeros(10), reference_model=model)
+    >>> result.agreement, result.max_abs_diff < 1e-5
+    (1.0, True)
+    """
+    if reference_model is not None:
+        _compat.model_flavour(reference_model, "reference_model")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    interpreter = _interpreter(path, num_threads)
+    x = np.asarray(x)
+    detail = interpreter.get_input_details()[0]
+    _check_array("x", x, _shape(detail), _logical_dtype(detail))
+    outputs = _run(interpreter, x, batch_size)
+    accuracy = agreement = max_abs_diff = None
+    predictions = np.argmax(outputs, axis=-1)
+    if y is not None:
+        accuracy = float(np.mean(predictions == _labels(y, len(x))))
+    if reference_model is not None:
+        reference = np.asarray(reference_model.predict(x, batch_size=batch_size,
+                                                       verbose=0))
+        if reference.shape != outputs.shape:
+            raise ValueError(
+                f"`reference_model` outputs shape {reference.shape} but the "
+                f"TFLite file {path!r} outputs {outputs.shape}: pass the model "
+                "the file was exported from."
+            )
+        agreement = float(np.mean(np.argmax(reference, axis=-1) == predictions))
+        max_abs_diff = float(np.max(np.abs(reference - outputs)))
+    return TFLiteEvaluation(len(x), accuracy, agreement, max_abs_diff, outputs)
+
+
+def benchmark_tflite(path, num_threads=1, runs=200, warmup=20):
+    """Measures the latency of one input (batch of 1) with LiteRT.
+
+    Only ``invoke()`` is timed (not setting the input), after ``warmup``
+    untimed runs, on a fixed random input of the model's dtype.
+
+    Args:
+        path: A ``.tflite`` file.
+        num_threads: Interpreter threads.
+        runs: Number of timed runs.
+        warmup: Number of untimed runs first.
+
+    Returns:
+        A `TFLiteBenchmark` (microseconds).
+
+    Raises:
+        FileNotFoundError: No file at ``path``.
+        ValueError: A non-positive ``num_threads`` or ``runs``, a negative
+            ``warmup``, or ``path`` is not a TFLite model.
+
+    Example:
+    >>> import keras, tempfile
+    >>> from keras_distill.export import to_tflite
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.tflite")
+    >>> _ = to_tflite(model, path)
+    >>> b = benchmark_tflite(path, runs=20, warmup=2)
+    >>> 0 < b.median_us <= b.p90_us
+    True
+    """
+    for name, value, low in (("num_threads", num_threads, 1), ("runs", runs, 1),
+                             ("warmup", warmup, 0)):
+        if not isinstance(value, int) or value < low:
+            raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+    interpreter = _interpreter(path, num_threads)
+    detail = interpreter.get_input_details()[0]
+    shape = [1 if d is None else d for d in _shape(detail)]
+    interpreter.resize_tensor_input(detail["index"], shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], _random_input(shape, detail["dtype"]))
+    times = []
+    for i in range(warmup + runs):
+        start = time.perf_counter_ns()
+        interpreter.invoke()
+        if i >= warmup:
+            times.append((time.perf_counter_ns() - start) / 1e3)
+    return TFLiteBenchmark(float(np.median(times)), float(np.percentile(times, 90)),
+                           runs, warmup, num_threads)
+
+
+# -- checks and interpreter helpers (also used by `export`) ---------------
+
+
+def _check_array(name, array, shape, dtype):
+    """Raises a ValueError when ``array`` cannot feed an input of shape/dtype.
+
+    Shapes must agree after the batch axis (``None`` matches anything);
+    dtypes must be of the same kind (floating vs integer), so raw uint8
+    images are not silently fed to a float model.
+    """
+    array_shape = tuple(array.shape)
+    shape_ok = len(array_shape) == len(shape) and all(
+        d is None or d == a for d, a in zip(shape[1:], array_shape[1:])
+    )
+    wants_float = np.dtype(dtype).kind == "f"
+    kind_ok = (array.dtype.kind == "f") == wants_float
+    if not (shape_ok and kind_ok and len(array) > 0):
+        raise ValueError(
+            f"`{name}` has shape {array_shape} and dtype {array.dtype}, but the "
+            f"model input has shape {shape} and dtype {dtype}: pass a non-empty "
+            f"array of shape (n,) + {tuple(shape[1:])} with a "
+            f"{'floating' if wants_float else 'integer'} dtype, preprocessed as "
+            "for training (e.g. images scaled to [0, 1])."
+        )
+
+
+
+def _interpreter(path, num_threads):
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"`path`={path!r}: no such file. Export one "
+                                "with `to_tflite(model, path)` first.")
+    try:
+        interpreter = Interpreter(model_path=path, num_threads=num_threads)
+    except ValueError as error:
+        raise ValueError(f"`path`={path!r} is not a TFLite model: {error}") from error
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(
+            f"`path`={path!r} has {len(inputs)} inputs and {len(outputs)} "
+            "outputs; only single-input, single-output models are supported."
+        )
+    return interpreter
+
+
+def _shape(detail):
+    signature = detail.get("shape_signature", detail["shape"])
+    return tuple(None if d < 0 else int(d) for d in signature)
+
+
+def _scale_zero_point(detail):
+    scale, zero_point = detail["quantization"]
+    return float(scale), int(zero_point)
+
+
+def _logical_dtype(detail):
+    """The dtype the user feeds: float32 for a quantized int8 input."""
+    scale, _ = detail["quantization"]
+    return "float32" if scale else np.dtype(detail["dtype"]).name
+
+
+def _quantize(x, detail):
+    scale, zero_point = detail["quantization"]
+    dtype = np.dtype(detail["dtype"])
+    if not scale:
+        return x.astype(dtype, copy=False)
+    info = np.iinfo(dtype)
+    q = np.round(x.astype(np.float32) / scale + zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def _dequantize(q, detail):
+    scale, zero_point = detail["quantization"]
+    if not scale:
+        return q.astype(np.float32, copy=False)
+    return (q.astype(np.float32) - zero_point) * np.float32(scale)
+
+
+def _run(interpreter, x, batch_size):
+    inp = interpreter.get_input_details()[0]
+    out_index = interpreter.get_output_details()[0]["index"]
+    fixed = _shape(inp)[0]
+    step = fixed or batch_size
+    allocated = None
+    results = []
+    for start in range(0, len(x), step):
+        batch = x[start:start + step]
+        n = len(batch)
+        if fixed and n < fixed:  # pad the last batch of a fixed-batch model
+            batch = np.concatenate([batch, np.repeat(batch[-1:], fixed - n, 0)])
+        if len(batch) != allocated:
+            interpreter.resize_tensor_input(inp["index"], list(batch.shape))
+            interpreter.allocate_tensors()
+            allocated = len(batch)
+        interpreter.set_tensor(inp["index"], _quantize(batch, inp))
+        interpreter.invoke()
+        out = interpreter.get_output_details()[0]
+        results.append(_dequantize(interpreter.get_tensor(out_index), out)[:n])
+    return np.concatenate(results)
+
+
+def _labels(y, n):
+    y = np.asarray(y)
+    if y.ndim == 2:
+        y = np.argmax(y, axis=-1)
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(
+            f"`y` must hold one label per input ({n}), as class ids of shape "
+            f"({n},) or one-hot of shape ({n}, classes); got shape {y.shape}."
+        )
+    return y
+
+
+def _random_input(shape, dtype):
+    rng = np.random.default_rng(0)
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+    return rng.random(size=shape).astype(dtype)
