@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv data demo demo-quick test bench clean
+.PHONY: venv data demo demo-quick test test-tf test-jax bench clean
 
 $(BIN)/keras-distill: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,23 @@ demo: venv data
 demo-quick: venv data
 	$(BIN)/keras-distill --quick
 
-test: venv data
-	$(BIN)/python -m pytest -n 2 -q
+# The whole suite on Keras 3's TensorFlow backend, then the backend-neutral
+# part (distillers, terms, losses, taps, their docstrings) on JAX.
+JAX_TESTS := tests/test_distiller.py tests/test_teacher_cache.py \
+	tests/test_features.py tests/test_taps.py tests/test_losses.py \
+	tests/test_feature_losses.py tests/test_backends.py \
+	keras_distill/terms keras_distill/losses keras_distill/objective.py \
+	keras_distill/cache.py keras_distill/distiller.py keras_distill/core.py \
+	keras_distill/feature_distiller.py keras_distill/pairs.py keras_distill/taps.py \
+	keras_distill/ensemble.py
+
+test: test-tf test-jax
+
+test-tf: venv data
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -n 2 -q
+
+test-jax: venv data
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -n 2 -q $(JAX_TESTS)
 
 bench: venv data
 	$(BIN)/python bench/kd_vs_scratch.py

@@ -1,9 +1,18 @@
-"""Test set-up: quiet TensorFlow, two logical CPUs for MirroredStrategy tests."""
+"""Test set-up: quiet TensorFlow, two logical CPUs for MirroredStrategy tests.
+
+The suite runs twice in CI: on Keras 3's TensorFlow backend (everything) and
+with ``KERAS_BACKEND=jax`` (the distillers, terms, losses and taps). Under a
+backend other than TensorFlow, tests of ``tf_keras`` models (a parameter id
+containing ``tf_keras``: ``tf_keras`` shares tensors with TensorFlow only)
+and tests marked ``@pytest.mark.tensorflow`` (``tf.distribute``,
+``tf.function``, ``tf.debugging``) are skipped, with that reason.
+"""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")
@@ -14,3 +23,28 @@ try:
     )
 except RuntimeError:  # TF already initialised by an earlier import.
     pass
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "tensorflow: needs Keras 3's TensorFlow backend (skipped on others)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    tf_keras_skip = pytest.mark.skip(
+        reason=f"tf_keras models need the TensorFlow backend, not {backend}")
+    tf_skip = pytest.mark.skip(
+        reason=f"uses TensorFlow-only APIs; backend is {backend}")
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "tf_keras" in callspec.id:
+            item.add_marker(tf_keras_skip)
+        elif item.get_closest_marker("tensorflow") is not None:
+            item.add_marker(tf_skip)

@@ -22,7 +22,7 @@ student.
 import keras
 import numpy as np
 
-from keras_distill import _compat, terms
+from keras_distill import terms
 from keras_distill._validation import check_bool, check_weight
 from keras_distill.pairs import (
     _RESERVED_NAMES,
@@ -31,62 +31,12 @@ from keras_distill.pairs import (
     _as_pair,
     _sanitize,
     _shape,
-    _static_shape,
 )
 from keras_distill.core import DistillerCore
 from keras_distill.distiller import Distiller
+from keras_distill.objective import FeatureTermSpec
+from keras_distill.adapters import make_adapter
 from keras_distill.taps import Taps
-
-# ------------------------------------------------------------------- adapters
-def _make_adapter(spec, student_shape, target, flavour, name, where):
-    """Builds an adapter (or None) mapping the student's features."""
-    k = _compat.keras_module(flavour)
-    rank = len(student_shape)
-    if isinstance(spec, str):
-        if spec == "conv1x1":
-            if rank != 4:
-                raise ValueError(
-                    f"{where}: adapter='conv1x1' needs a 4-D feature map "
-                    f"(batch, H, W, C), but the student's features have shape "
-                    f"{_shape(student_shape)}. Use adapter='dense'."
-                )
-        if target is None:
-            raise ValueError(
-                f"{where}: the teacher's number of channels is unknown, so "
-                f"adapter={spec!r} cannot be built; give the teacher a "
-                "static channel dimension or pass an adapter layer."
-            )
-        if spec == "conv1x1" or (spec == "auto" and rank == 4):
-            layer = k.layers.Conv2D(target, 1, name=name)
-        else:
-            layer = k.layers.Dense(target, name=name)
-    else:
-        layer = spec
-        if _compat.flavour_of(layer) != flavour:
-            raise TypeError(
-                f"{where}: the adapter is a {_compat.flavour_of(layer)} layer, "
-                f"but the student is a {flavour} model. Adapters train with "
-                f"the student: build it with {flavour}.layers."
-            )
-    symbolic = k.Input(batch_shape=tuple(student_shape))
-    out = layer(symbolic)
-    return layer, _static_shape(out)
-
-
-class _Term:
-    """One feature term, resolved against the tap models."""
-
-    def __init__(self, name, pair, weight, compute, teacher_paths,
-                 student_paths, adapters, describe):
-        self.name = name
-        self.pair = pair
-        self.weight = weight
-        self.compute = compute
-        self.teacher_paths = teacher_paths
-        self.student_paths = student_paths
-        self.adapters = adapters  # one per student path: layer or None
-        self.describe = describe
-
 
 # --------------------------------------------------------------- the core
 class FeatureCore(DistillerCore):
@@ -167,15 +117,14 @@ class FeatureCore(DistillerCore):
         specs, adapters, used = [], [], set(_RESERVED_NAMES)
         for index, pair in enumerate(self.pairs):
             spec = self._resolve(index, pair, used)
-            used.add(spec[0])
-            adapters += [a for a in spec[5] if a is not None]
+            used.add(spec.name)
+            adapters += [a for a in spec.adapters if a is not None]
             specs.append(spec)
         self._terms = _Holder(items=specs)
         self._adapter_layers = adapters
 
     def _resolve(self, index, pair, used):
-        """One feature term: ``(name, weight, term, teacher keys, student
-        keys, adapters, description)``, its shapes checked."""
+        """One feature term as a `FeatureTermSpec`, its shapes checked."""
         t_paths, s_paths = _pair_layers(pair)
         term = pair.term
         if pair.name is not None:
@@ -214,7 +163,7 @@ class FeatureCore(DistillerCore):
                 adapted.append(s_shape)
                 continue
             suffix = "" if len(s_shapes) == 1 else f"_{slot + 1}"
-            layer, shape = _make_adapter(
+            layer, shape = make_adapter(
                 spec, s_shape, t_shape[-1], self._flavour,
                 _sanitize(f"adapter_{name}{suffix}"), describe,
             )
@@ -223,10 +172,11 @@ class FeatureCore(DistillerCore):
         after = " after the adapter" if any(a is not None for a in adapters) else ""
         term.check_shapes(t_shapes, adapted, describe, after,
                           paths=(t_paths, s_paths))
-        return (name, pair.weight, term,
-                [self._taps.teacher.key(p) for p in t_paths],
-                [self._taps.student.key(p) for p in s_paths],
-                adapters, describe)
+        return FeatureTermSpec(
+            name=name, weight=pair.weight, term=term,
+            teacher_keys=tuple(self._taps.teacher.key(p) for p in t_paths),
+            student_keys=tuple(self._taps.student.key(p) for p in s_paths),
+            adapters=tuple(adapters), describe=describe)
 
     def _objective_options(self):
         return {"logits_weight": self.logits_weight,
@@ -239,15 +189,15 @@ class FeatureCore(DistillerCore):
         """``{term name: adapter layer}`` (FSP terms: a tuple of two)."""
         out = {}
         for spec in self._terms.items:
-            name, layers = spec[0], spec[5]
+            layers = spec.adapters
             if any(a is not None for a in layers):
-                out[name] = layers[0] if len(layers) == 1 else tuple(layers)
+                out[spec.name] = layers[0] if len(layers) == 1 else layers
         return out
 
     @property
     def feature_term_names(self):
         """The names the feature terms are logged under, in order."""
-        return tuple(spec[0] for spec in self._terms.items)
+        return tuple(spec.name for spec in self._terms.items)
 
     # ---------------------------------------------------- extension points
     def _has_student_features(self):

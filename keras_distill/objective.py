@@ -30,6 +30,8 @@ Example:
 (['distillation_loss', 'student_loss'], 0.0)
 """
 
+import dataclasses
+
 import keras
 
 from keras_distill import losses as kd_losses
@@ -170,6 +172,33 @@ def weighted_mean(values, sample_weight=None, reduction="mean", scale=_one,
     return scale(ops.divide_no_nan(total, size))
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureTermSpec:
+    """One feature term of an `Objective`, resolved against the taps.
+
+    Attributes:
+        name: The logged name.
+        weight: Its weight in the total.
+        term: A `keras_distill.terms.FeatureTerm`.
+        teacher_keys, student_keys: The tapped features it reads.
+        adapters: One callable (or ``None``) per student key.
+        describe: The pair and its shapes, for error messages.
+
+    Example:
+    >>> from keras_distill import terms
+    >>> FeatureTermSpec("l2_h", 1.0, terms.L2(), ("h",), ("h",), (None,), "h").name
+    'l2_h'
+    """
+
+    name: str
+    weight: float
+    term: object
+    teacher_keys: tuple
+    student_keys: tuple
+    adapters: tuple
+    describe: str
+
+
 class Objective:
     """The distillation loss of one batch, flavour- and backend-free.
 
@@ -182,10 +211,8 @@ class Objective:
             ``Loss`` object is not reduced), or ``None`` when ``alpha == 0``.
         logit_term: A `keras_distill.terms.LogitTerm`.
         logits_weight: Extra weight (>= 0) of the logits term; 0 turns it off.
-        feature_terms: ``[(name, weight, term, teacher_keys, student_keys,
-            adapters)]``: each a `keras_distill.terms.FeatureTerm` over the
-            named features (adapters: one callable or ``None`` per student
-            key).
+        feature_terms: `FeatureTermSpec` objects, each a
+            `keras_distill.terms.FeatureTerm` over named tapped features.
         teacher_kind, student_kind: ``"logits"`` or ``"probabilities"``.
         student_reduction: ``"mean"`` or ``"sum"`` (see `loss_reduction`).
         check_numerics: Wrap each feature term in a NaN/inf check (needs the
@@ -224,7 +251,7 @@ class Objective:
         if labelled and self.uses_student_loss:
             names.append("student_loss")
         names.append("distillation_loss")
-        names += [term[0] for term in self.feature_terms]
+        names += [spec.name for spec in self.feature_terms]
         return tuple(names)
 
     # ------------------------------------------------------------ pieces
@@ -263,24 +290,22 @@ class Objective:
                        sample_weight=None, scale=_one):
         """``{name: (weight, this replica's share)}`` of every feature term."""
         out = {}
-        for name, weight, term, t_keys, s_keys, adapters, describe in (
-            self.feature_terms
-        ):
-            t = [teacher_features[k] for k in t_keys]
+        for spec in self.feature_terms:
+            t = [teacher_features[k] for k in spec.teacher_keys]
             s = []
-            for key, adapter in zip(s_keys, adapters):
+            for key, adapter in zip(spec.student_keys, spec.adapters):
                 value = student_features[key]
                 s.append(value if adapter is None else adapter(value))
-            value = weighted_mean(term.per_sample(*t, *s), sample_weight,
+            value = weighted_mean(spec.term.per_sample(*t, *s), sample_weight,
                                   "mean", scale,
-                                  f"The feature loss of {describe}")
+                                  f"The feature loss of {spec.describe}")
             if self.check_numerics:
                 import tensorflow as tf
 
                 value = tf.debugging.check_numerics(
-                    value, f"keras_distill: the feature term {name!r} "
-                    f"({describe}) is NaN or infinite")
-            out[name] = (weight, value)
+                    value, f"keras_distill: the feature term {spec.name!r} "
+                    f"({spec.describe}) is NaN or infinite")
+            out[spec.name] = (spec.weight, value)
         return out
 
     # ------------------------------------------------------------ steps
