@@ -15,6 +15,7 @@ ValueError: `temperature` must be a positive finite number, got 0. ...
 
 import math
 import numbers
+import re
 
 
 def _is_number(value):
@@ -108,3 +109,30 @@ def check_choice(value, choices, argument):
             f"`{argument}` must be one of {tuple(choices)}, got {value!r}."
         )
     return value
+
+
+def check_layer_name(value, argument):
+    """A layer name or a path into nested models (``"backbone/conv3"``).
+
+    Example:
+    >>> check_layer_name("backbone/conv3", "teacher_layer")
+    'backbone/conv3'
+    """
+    if not isinstance(value, str) or not value or value.strip("/") != value:
+        raise TypeError(
+            f"`{argument}` must be a layer name (a non-empty string such as "
+            f"'block2_conv', or a path into a nested model such as "
+            f"'backbone/conv3'), got {value!r}."
+        )
+    return value
+
+
+def identifier(text):
+    """``text`` with every character outside ``[0-9A-Za-z_]`` made ``_``
+    (names of logged terms, feature keys, adapter layers).
+
+    Example:
+    >>> identifier("backbone/conv3")
+    'backbone_conv3'
+    """
+    return re.sub(r"[^0-9A-Za-z_]", "_", text)

@@ -15,6 +15,17 @@ from keras_distill.distiller import Distiller
 from keras_distill.objective import check_class_axis, check_shapes, to_logits
 
 
+def _with_teachers(config, custom_objects):
+    """A config whose serialised ``teachers`` are models again."""
+    config = dict(config)
+    k = _compat.keras_module(config.pop("teacher_flavour"))
+    config["teachers"] = [
+        k.saving.deserialize_keras_object(t, custom_objects=custom_objects)
+        for t in config["teachers"]
+    ]
+    return config
+
+
 class EnsembleCore:
     """The weighted average of teachers' logits; mixed into a Model of the
     teachers' flavour (`TeacherEnsemble`, or its ``tf_keras`` twin)."""
@@ -51,13 +62,7 @@ class EnsembleCore:
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        k = _compat.keras_module(config.pop("teacher_flavour"))
-        config["teachers"] = [
-            k.saving.deserialize_keras_object(t, custom_objects=custom_objects)
-            for t in config["teachers"]
-        ]
-        return teacher_ensemble(**config)
+        return teacher_ensemble(**_with_teachers(config, custom_objects))
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -206,12 +211,7 @@ class MultiTeacherCore(DistillerCore):
         k = _compat.keras_module(config.pop("student_flavour"))
         config["student"] = k.saving.deserialize_keras_object(
             config["student"], custom_objects=custom_objects)
-        k = _compat.keras_module(config.pop("teacher_flavour"))
-        config["teachers"] = [
-            k.saving.deserialize_keras_object(t, custom_objects=custom_objects)
-            for t in config["teachers"]
-        ]
-        return cls(**config)
+        return cls(**_with_teachers(config, custom_objects))
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")

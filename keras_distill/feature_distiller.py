@@ -23,13 +23,12 @@ import keras
 import numpy as np
 
 from keras_distill import terms
-from keras_distill._validation import check_bool, check_weight
+from keras_distill._validation import check_bool, check_weight, identifier
 from keras_distill.pairs import (
     _RESERVED_NAMES,
     FeaturePair,
     FSPPair,
     _as_pair,
-    _sanitize,
     _shape,
 )
 from keras_distill.core import DistillerCore
@@ -136,7 +135,7 @@ class FeatureCore(DistillerCore):
                 )
         else:
             base = f"{pair.kind}_" + "_".join(
-                _sanitize(p) for p in dict.fromkeys(s_paths))
+                identifier(p) for p in dict.fromkeys(s_paths))
             name, n = base, 2
             while name in used:
                 name, n = f"{base}_{n}", n + 1
@@ -165,7 +164,7 @@ class FeatureCore(DistillerCore):
             suffix = "" if len(s_shapes) == 1 else f"_{slot + 1}"
             layer, shape = make_adapter(
                 spec, s_shape, t_shape[-1], self._flavour,
-                _sanitize(f"adapter_{name}{suffix}"), describe,
+                identifier(f"adapter_{name}{suffix}"), describe,
             )
             adapters.append(layer)
             adapted.append(shape)

@@ -10,26 +10,15 @@ Example:
 """
 
 import dataclasses
-import re
 
 from keras_distill import _compat, terms
-from keras_distill._validation import check_bool, check_weight
+from keras_distill._validation import check_bool, check_layer_name, check_weight
 
 _ADAPTER_KINDS = ("auto", "conv1x1", "dense")
 _RESERVED_NAMES = ("loss", "student_loss", "distillation_loss")
 
 
 # --------------------------------------------------------------------- checks
-def _check_layer_name(value, argument):
-    if not isinstance(value, str) or not value or value.strip("/") != value:
-        raise TypeError(
-            f"`{argument}` must be a layer name (a non-empty string such as "
-            f"'block2_conv', or a path into a nested model such as "
-            f"'backbone/conv3'), got {value!r}."
-        )
-    return value
-
-
 def _check_adapter(value, argument="adapter"):
     if value is None or (isinstance(value, str) and value in _ADAPTER_KINDS):
         return value
@@ -71,10 +60,6 @@ def _dims_compatible(a, b):
     return len(a) == len(b) and all(
         x is None or y is None or x == y for x, y in zip(a, b)
     )
-
-
-def _sanitize(text):
-    return re.sub(r"[^0-9A-Za-z_]", "_", text)
 
 
 # ---------------------------------------------------------------- pair specs
@@ -142,8 +127,8 @@ class FeaturePair:
     loss_kwargs: dict = None
 
     def __post_init__(self):
-        _check_layer_name(self.teacher_layer, "teacher_layer")
-        _check_layer_name(self.student_layer, "student_layer")
+        check_layer_name(self.teacher_layer, "teacher_layer")
+        check_layer_name(self.student_layer, "student_layer")
         kwargs = dict(self.loss_kwargs or {})
         terms.feature_term(self.loss, **kwargs)  # validates loss and kwargs
         object.__setattr__(self, "weight", check_weight(self.weight, "weight"))
@@ -235,7 +220,7 @@ class FSPPair:
     def __post_init__(self):
         for field in ("teacher_first", "teacher_second", "student_first",
                       "student_second"):
-            _check_layer_name(getattr(self, field), field)
+            check_layer_name(getattr(self, field), field)
         object.__setattr__(self, "weight", check_weight(self.weight, "weight"))
         check_bool(self.normalize, "normalize")
         if self.adapter is not None and not (

@@ -16,30 +16,16 @@ the calls of the wanted layers, in both Keras flavours) lives in
 `keras_distill._tap_graph`.
 """
 
-import re
 
 import numpy as np
 
 from keras_distill import _compat
+from keras_distill._validation import check_layer_name, identifier
 from keras_distill._tap_graph import build as _build
 from keras_distill._tap_graph import flatten as _flatten
 
 
 # ------------------------------------------------------------------ helpers
-def _check_layer_name(value, argument):
-    if not isinstance(value, str) or not value or value.strip("/") != value:
-        raise TypeError(
-            f"`{argument}` must be a layer name (a non-empty string such as "
-            f"'block2_conv', or a path into a nested model such as "
-            f"'backbone/conv3'), got {value!r}."
-        )
-    return value
-
-
-def _sanitize(text):
-    return re.sub(r"[^0-9A-Za-z_]", "_", text)
-
-
 def _static_shape(tensor):
     shape = tensor.shape
     if hasattr(shape, "as_list"):
@@ -107,7 +93,7 @@ def tap_model(model, layer_names):
     ValueError: The model ('functional...') has no layer named 'backbone/hiden'. Did you mean 'backbone/hidden'...
     """
     _compat.model_flavour(model, "model")
-    names = [_check_layer_name(n, "layer_names") for n in layer_names]
+    names = [check_layer_name(n, "layer_names") for n in layer_names]
     return _build(model, names, "model")[0]
 
 
@@ -235,10 +221,10 @@ class Taps:
     def __init__(self, model, paths, role="model", features_fn=None,
                  input_shape=None):
         _compat.model_flavour(model, role)
-        self.paths = [_check_layer_name(p, "paths") for p in paths]
+        self.paths = [check_layer_name(p, "paths") for p in paths]
         self.keys = []
         for path in self.paths:
-            key = _sanitize(path)
+            key = identifier(path)
             while key in self.keys:
                 key += "_"
             self.keys.append(key)
