@@ -33,7 +33,7 @@ demo-quick: venv data
 # part (distillers, terms, losses, taps, their docstrings) on JAX.
 JAX_TESTS := tests/test_distiller.py tests/test_teacher_cache.py \
 	tests/test_features.py tests/test_taps.py tests/test_losses.py \
-	tests/test_feature_losses.py tests/test_backends.py \
+	tests/test_feature_losses.py tests/test_backends.py tests/test_readme.py \
 	keras_distill/terms keras_distill/losses keras_distill/objective.py \
 	keras_distill/cache.py keras_distill/distiller.py keras_distill/core.py \
 	keras_distill/feature_distiller.py keras_distill/pairs.py keras_distill/taps.py \
