@@ -48,3 +48,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(tf_keras_skip)
         elif item.get_closest_marker("tensorflow") is not None:
             item.add_marker(tf_skip)
+
+
+@pytest.fixture(scope="module")
+def jax_float64():
+    """float64 inputs stay float64 on JAX only with ``jax_enable_x64``: on
+    for the module that asks (``pytest.mark.usefixtures("jax_float64")``),
+    as it was afterwards. A no-op on other backends."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        yield
+        return
+    import jax
+
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", previous)

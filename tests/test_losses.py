@@ -17,23 +17,11 @@ import tensorflow as tf
 from keras_distill import losses
 
 BACKEND = keras.backend.backend()
-tf_only = pytest.mark.skipif(BACKEND != "tensorflow",
-                             reason="TensorFlow backend only")
+tf_only = pytest.mark.tensorflow
 jax_only = pytest.mark.skipif(BACKEND != "jax", reason="JAX backend only")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _jax_float64():
-    """float64 inputs stay float64 on JAX only with jax_enable_x64."""
-    if BACKEND != "jax":
-        yield
-        return
-    import jax
-
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
+pytestmark = pytest.mark.usefixtures("jax_float64")
 
 
 def value_and_grads(loss_fn, *arrays):
