@@ -1,8 +1,8 @@
 """Feature distillation: taps, adapters, feature terms, both Keras flavours."""
 
+import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_distill import (
     AttentionDistiller,
@@ -109,7 +109,22 @@ def one_batch_logs(d, x, y, **kwargs):
 
 def features_of(model, name, x):
     """A layer's output computed with the plain model (the reference)."""
-    return tap_model(model, [name])(x)[1].numpy()
+    return keras.ops.convert_to_numpy(tap_model(model, [name])(x)[1])
+
+
+def l2_normalize(x, axis=-1):
+    """tf.math.l2_normalize in keras.ops: a user loss for every backend."""
+    ops = keras.ops
+    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis, keepdims=True), 1e-12))
+
+
+def np_cosine_distance(t, s):
+    """numpy reference of ``cosine`` below (float64)."""
+    def normalize(x):
+        x = np.asarray(x, np.float64)
+        return x / np.sqrt(np.maximum((x * x).sum(-1, keepdims=True), 1e-12))
+
+    return 1.0 - (normalize(t) * normalize(s)).sum(-1)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +152,7 @@ def test_one_forward_pass_per_network_per_batch(flavour):
     compile_(d, k, lr=0.01)
 
     def counts():
-        return float(s_count.calls.numpy()), float(t_count.calls.numpy())
+        return float(np.asarray(s_count.calls)), float(np.asarray(t_count.calls))
 
     start = counts()
     d.fit(x, y, batch_size=8, epochs=2, verbose=0)
@@ -200,12 +215,12 @@ def test_adapters_train_and_stay_out_of_the_student(flavour):
     adapter_ids = {id(v) for v in adapter.weights}
     assert not adapter_ids & {id(v) for v in student.weights}
     assert adapter_ids <= {id(v) for v in d.trainable_weights}
-    before = [v.numpy().copy() for v in adapter.weights]
+    before = [np.array(v) for v in adapter.weights]
     s_before = [v.copy() for v in student.get_weights()]
     t_before = [v.copy() for v in teacher.get_weights()]
     compile_(d, k, lr=0.05)
     d.fit(x, y, epochs=2, batch_size=16, verbose=0)
-    assert all(not np.allclose(a, v.numpy()) for a, v in zip(before, adapter.weights))
+    assert all(not np.allclose(a, np.asarray(v)) for a, v in zip(before, adapter.weights))
     assert any(not np.allclose(a, b) for a, b in zip(s_before, student.get_weights()))
     for a, b in zip(t_before, teacher.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -229,7 +244,7 @@ def test_batchnorm_statistics_untouched_by_evaluate(flavour):
     for a, b in zip(before, student.get_weights()):
         np.testing.assert_array_equal(a, b)
     d.fit(x * 10 + 3, y, epochs=1, verbose=0)  # training does update them
-    moving_mean = student.get_layer("bn1").moving_mean.numpy()
+    moving_mean = np.asarray(student.get_layer("bn1").moving_mean)
     assert not np.allclose(moving_mean, 0.0)
 
 
@@ -320,6 +335,7 @@ print("OK")
 """
 
 
+@pytest.mark.tensorflow  # tf.distribute
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_mirrored_strategy_step_equals_single_device_step(flavour):
     """Feature terms under tf.distribute: the same step as on one device.
@@ -390,6 +406,7 @@ def test_nested_feature_distillation_with_cache(flavour):
     assert d.teacher_cache_info["features"] == {"backbone_hidden": (32, 6)}
 
 
+@pytest.mark.tensorflow  # a tf_keras student with a Keras 3 teacher
 def test_mixed_flavours_teacher_of_the_other_flavour():
     import tf_keras
 
@@ -414,8 +431,7 @@ def test_each_loss_kind_matches_the_loss_functions():
     s1, s2 = (features_of(student, n, x) for n in ("hidden1", "hidden2"))
 
     def cosine(t, s):
-        return 1.0 - tf.reduce_sum(tf.math.l2_normalize(t, -1)
-                                   * tf.math.l2_normalize(s, -1), -1)
+        return 1.0 - keras.ops.sum(l2_normalize(t, -1) * l2_normalize(s, -1), -1)
 
     d = FeatureDistiller(student, teacher, pairs=[
         FeaturePair("hidden2", "hidden2", loss="rkd", name="rkd",
@@ -428,7 +444,7 @@ def test_each_loss_kind_matches_the_loss_functions():
     logs = one_batch_logs(d, x, y)
     np.testing.assert_allclose(
         logs["rkd"], float(losses.rkd_loss(t2, s2, angle_weight=10.0)), rtol=1e-5)
-    np.testing.assert_allclose(logs["cos"], float(tf.reduce_mean(cosine(t2, s2))),
+    np.testing.assert_allclose(logs["cos"], np_cosine_distance(t2, s2).mean(),
                                rtol=1e-5)
     np.testing.assert_allclose(logs["keras_mse"], ((t2 - s2) ** 2).mean(), rtol=1e-5)
     del t1, s1
@@ -534,24 +550,32 @@ def test_bad_arguments():
     assert d.adapters["l2_hidden1"].name == "mine"
 
 
+def _broken(t, s):
+    return keras.ops.mean(keras.ops.log(s - 1e6), axis=-1)  # log(<0): NaN
+
+
+def _with_a_broken_term(flavour, **kwargs):
+    d = FeatureDistiller(net(flavour, (4,)), net(flavour, (4,), seed=1), pairs=[
+        FeaturePair("hidden1", "hidden1"),
+        FeaturePair("hidden1", "hidden1", loss=_broken, name="broken_term")], **kwargs)
+    compile_(d, keras_module(flavour), lr=0.01)
+    return d
+
+
+@pytest.mark.tensorflow  # check_numerics is tf.debugging.check_numerics
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_check_numerics_names_the_nan_feature_term(flavour):
+    import tensorflow as tf
+
+    x, y = data(32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="'broken_term'"):
+        _with_a_broken_term(flavour, check_numerics=True).fit(x, y, epochs=1, verbose=0)
+
+
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_nan_feature_term_is_reported_by_name(flavour):
-    k = keras_module(flavour)
     x, y = data(32)
-
-    def broken(t, s):
-        return tf.reduce_mean(tf.math.log(s - 1e6), axis=-1)  # log(<0): NaN
-
-    def make(**kwargs):
-        d = FeatureDistiller(net(flavour, (4,)), net(flavour, (4,), seed=1), pairs=[
-            FeaturePair("hidden1", "hidden1"),
-            FeaturePair("hidden1", "hidden1", loss=broken, name="broken_term")], **kwargs)
-        compile_(d, k, lr=0.01)
-        return d
-
-    with pytest.raises(tf.errors.InvalidArgumentError, match="'broken_term'"):
-        make(check_numerics=True).fit(x, y, epochs=1, verbose=0)
-    d = make()
+    d = _with_a_broken_term(flavour)
     with pytest.warns(RuntimeWarning, match="NaN or infinite"):
         h = d.fit(x, y, epochs=1, verbose=0).history
     assert np.isnan(h["broken_term"][0]) and np.isfinite(h["l2_hidden1"][0])
@@ -586,7 +610,7 @@ def test_keras3_feature_distiller_saves_and_loads(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), d.predict(x, verbose=0),
                                rtol=1e-6)
     for a, b in zip(loaded.adapters["l2_hidden1"].weights, d.adapters["l2_hidden1"].weights):
-        np.testing.assert_allclose(a.numpy(), b.numpy())
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b))
 
 
 def test_convenience_classes_round_trip_their_config():
@@ -606,6 +630,7 @@ def test_convenience_classes_round_trip_their_config():
         assert again.feature_term_names == d.feature_term_names
 
 
+@pytest.mark.tensorflow  # tf_keras models
 def test_tf_keras_config_round_trip_keeps_the_adapter_flavour():
     import tf_keras
 
@@ -709,8 +734,7 @@ def test_each_variant_reduces_its_feature_loss_on_fashion_mnist(fashion, variant
         d = RKDDistiller(student, teacher, layer_pairs=[("fc", "fc")])
     else:
         def cosine_distance(t, s):
-            return 1.0 - tf.reduce_sum(tf.math.l2_normalize(t, -1)
-                                       * tf.math.l2_normalize(s, -1), -1)
+            return 1.0 - keras.ops.sum(l2_normalize(t, -1) * l2_normalize(s, -1), -1)
 
         d = FeatureDistiller(student, teacher, pairs=[
             FeaturePair("fc", "fc", loss=cosine_distance, adapter="auto")])
