@@ -333,8 +333,10 @@ class DistillerCore:
                 "alpha=0 to train on the distillation loss alone."
             )
         logit_term = terms.logit_term(distillation_loss_fn)
-        if isinstance(logit_term, terms.SoftenedLoss):
-            loss_reduction(logit_term.fn, "distillation_loss_fn")
+        # A Keras loss object may ask for a sum over the batch.
+        distillation_reduction = (
+            "mean" if isinstance(distillation_loss_fn, (str, terms.Term))
+            else loss_reduction(distillation_loss_fn, "distillation_loss_fn"))
         self.alpha = alpha
         self.temperature = temperature
         self.distillation_term = logit_term
@@ -348,6 +350,7 @@ class DistillerCore:
                 if student_loss_fn is not None else "mean"),
             teacher_kind=self.teacher_outputs,
             student_kind=self.student_outputs,
+            distillation_reduction=distillation_reduction,
             **self._objective_options(),
         )
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)

@@ -58,8 +58,15 @@ def register_twin(keras_cls, tf_keras_cls):
     """Declares ``tf_keras_cls`` the ``tf_keras`` twin of ``keras_cls``.
 
     Example:
-    >>> from keras_distill import tf_keras as tk  # doctest: +SKIP
-    >>> register_twin(Distiller, tk.Distiller)  # doctest: +SKIP
+    >>> import tf_keras
+    >>> from keras_distill import tf_keras as tk
+    >>> class Mine(Distiller):
+    ...     pass
+    >>> class TfKerasMine(tk.Distiller):
+    ...     pass
+    >>> register_twin(Mine, TfKerasMine)
+    >>> issubclass(TfKerasMine, Mine), issubclass(TfKerasMine, tf_keras.Model)
+    (True, True)
     """
     FlavourDispatch._twins[keras_cls] = tf_keras_cls
 
@@ -69,12 +76,16 @@ def _twin(cls):
 
     twin = FlavourDispatch._twins.get(cls)
     if twin is None:
+        base = next((b for b in cls.__mro__[1:] if b in FlavourDispatch._twins),
+                    None)
+        hint = (f"write its tf_keras version as a subclass of "
+                f"keras_distill.tf_keras.{base.__name__} and declare it with "
+                f"keras_distill.distiller.register_twin({cls.__name__}, ...)"
+                if base is not None else "")
         raise TypeError(
             f"{cls.__name__} has no tf_keras version, but the student is a "
-            "tf_keras model. Subclass keras_distill.tf_keras."
-            f"{cls.__mro__[1].__name__} for a tf_keras student, or convert "
-            "the student with keras_distill.to_tf_keras / build it with "
-            "keras."
+            f"tf_keras model. Build the student with Keras 3"
+            + (f", or {hint}." if hint else ".")
         )
     return twin
 

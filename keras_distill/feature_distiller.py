@@ -59,6 +59,8 @@ class FeatureCore(DistillerCore):
         name="feature_distiller",
         student_features_fn=None,
         teacher_features_fn=None,
+        student_input_shape=None,
+        teacher_input_shape=None,
         **kwargs,
     ):
         if isinstance(pairs, (FeaturePair, FSPPair)):
@@ -94,8 +96,12 @@ class FeatureCore(DistillerCore):
         self.logits_weight = logits_weight
         self.teacher_input_fn = teacher_input_fn
         self.check_numerics = check_numerics
-        self._features_fns = _Holder(student=student_features_fn,
-                                     teacher=teacher_features_fn)
+        self._features_fns = _Holder(
+            student=student_features_fn, teacher=teacher_features_fn,
+            student_input_shape=_shape_tuple(student_input_shape,
+                                             "student_input_shape"),
+            teacher_input_shape=_shape_tuple(teacher_input_shape,
+                                             "teacher_input_shape"))
         self._build_terms()
         self._add_trackers(self.feature_term_names)
 
@@ -109,9 +115,11 @@ class FeatureCore(DistillerCore):
         fns = self._features_fns
         self._taps = _Holder(
             teacher=Taps(self.teacher, teacher_paths, "teacher",
-                         features_fn=fns.teacher),
+                         features_fn=fns.teacher,
+                         input_shape=fns.teacher_input_shape),
             student=Taps(self.student, student_paths, "student",
-                         features_fn=fns.student),
+                         features_fn=fns.student,
+                         input_shape=fns.student_input_shape),
         )
         specs, adapters, used = [], [], set(_RESERVED_NAMES)
         for index, pair in enumerate(self.pairs):
@@ -255,15 +263,38 @@ class FeatureCore(DistillerCore):
         config["logits_weight"] = self.logits_weight
         config["check_numerics"] = self.check_numerics
         config["teacher_input_fn"] = terms._serialize(self.teacher_input_fn)
+        fns = self._features_fns
+        for role in ("student", "teacher"):
+            fn = getattr(fns, role)
+            if fn is not None:
+                config[f"{role}_features_fn"] = terms._serialize(fn)
+            shape = getattr(fns, f"{role}_input_shape")
+            if shape is not None:
+                config[f"{role}_input_shape"] = list(shape)
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        if config.get("teacher_input_fn") is not None:
-            config["teacher_input_fn"] = terms._deserialize(
-                config["teacher_input_fn"])
+        for key in ("teacher_input_fn", "student_features_fn",
+                    "teacher_features_fn"):
+            if config.get(key) is not None:
+                config[key] = terms._deserialize(config[key])
         return super().from_config(config, custom_objects=custom_objects)
+
+
+def _shape_tuple(value, argument):
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value
+    ):
+        raise TypeError(
+            f"`{argument}` must be one example's shape without the batch "
+            f"axis, a tuple of positive ints such as (32, 32, 3), got "
+            f"{value!r}."
+        )
+    return tuple(value)
 
 
 def _pair_layers(pair):
@@ -297,6 +328,13 @@ _COMMON_ARGS = """
             cheap check on one scalar per term; not under ``jit_compile``).
             Otherwise a non-finite loss stops ``fit`` and restores the last
             good weights, and each term's log shows which one failed.
+        student_features_fn, teacher_features_fn: For a subclassed model,
+            whose layers cannot be tapped by name: ``fn(x, training) ->
+            (output, {name: tensor})``; the pair's layer names are then
+            keys of that dict (see `keras_distill.taps.Taps`).
+        student_input_shape, teacher_input_shape: One example's input
+            shape (no batch axis), to find the features' shapes of a
+            ``features_fn`` model that does not know its input shape.
         teacher_outputs, student_outputs, name: As for `Distiller`."""
 
 _COMMON_NOTES = """

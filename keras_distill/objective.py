@@ -133,15 +133,18 @@ def weighted_mean(values, sample_weight=None, reduction="mean", scale=_one,
                   argument="loss"):
     """This replica's share of the batch loss of per-sample ``values``.
 
-    Extra axes are averaged per sample, ``sample_weight`` multiplies each
-    sample, and the sum is divided by the batch size (``reduction="mean"``)
-    or not (``"sum"``); ``scale`` then applies the distribution scaling. A
-    scalar (a property of the whole batch) is only scaled, and refuses
-    ``sample_weight``.
+    ``sample_weight`` multiplies each value (per sample, or per position
+    when it has more axes), extra axes are averaged per sample, and the sum
+    is divided by the batch size (``reduction="mean"``, then ``scale``
+    applies the distribution scaling) or not (``"sum"``, not scaled, as
+    Keras does). A scalar (a property of the whole batch) is only scaled,
+    and refuses ``sample_weight``.
 
     Example:
     >>> import numpy as np
     >>> float(weighted_mean(np.array([1.0, 3.0]), np.array([1.0, 0.0])))
+    0.5
+    >>> float(weighted_mean(np.array([[1.0, 3.0]]), np.array([[1.0, 0.0]])))
     0.5
     """
     values = ops.convert_to_tensor(values)
@@ -156,18 +159,23 @@ def weighted_mean(values, sample_weight=None, reduction="mean", scale=_one,
                 "class_weight."
             )
         return scale(values)
+    if sample_weight is not None:
+        # Keras's broadcasting: (batch,) weights per sample, (batch, T)
+        # weights per time step, trailing unit axes dropped.
+        weights = ops.cast(ops.convert_to_tensor(sample_weight), values.dtype)
+        while (len(weights.shape) > max(len(values.shape), 1)
+               and weights.shape[-1] == 1):
+            weights = ops.squeeze(weights, axis=-1)
+        while len(weights.shape) < len(values.shape):
+            weights = ops.expand_dims(weights, axis=-1)
+        values = values * weights
     if len(values.shape) > 1:
         values = ops.mean(values, axis=tuple(range(1, len(values.shape))))
-    if sample_weight is not None:
-        weights = ops.cast(ops.convert_to_tensor(sample_weight), values.dtype)
-        while len(weights.shape) > 1 and weights.shape[-1] == 1:
-            weights = ops.squeeze(weights, axis=-1)
-        if len(weights.shape) > 1:
-            weights = ops.mean(weights, axis=tuple(range(1, len(weights.shape))))
-        values = values * weights
     total = ops.sum(values)
     if reduction == "sum":
-        return scale(total)
+        # As Keras: a summed loss is not scaled by the replicas (their
+        # gradients add up to the global sum's).
+        return total
     size = ops.cast(ops.shape(values)[0], values.dtype)
     return scale(ops.divide_no_nan(total, size))
 
@@ -214,7 +222,9 @@ class Objective:
         feature_terms: `FeatureTermSpec` objects, each a
             `keras_distill.terms.FeatureTerm` over named tapped features.
         teacher_kind, student_kind: ``"logits"`` or ``"probabilities"``.
-        student_reduction: ``"mean"`` or ``"sum"`` (see `loss_reduction`).
+        student_reduction, distillation_reduction: ``"mean"`` or ``"sum"``
+            (see `loss_reduction`): how the student loss and the logits term
+            reduce over the batch.
         check_numerics: Wrap each feature term in a NaN/inf check (needs the
             TensorFlow backend).
 
@@ -229,7 +239,7 @@ class Objective:
     def __init__(self, *, alpha, temperature, student_loss_fn, logit_term,
                  logits_weight=1.0, feature_terms=(), teacher_kind="logits",
                  student_kind="logits", student_reduction="mean",
-                 check_numerics=False):
+                 distillation_reduction="mean", check_numerics=False):
         self.alpha = alpha
         self.temperature = temperature
         self.student_loss_fn = student_loss_fn
@@ -239,6 +249,7 @@ class Objective:
         self.teacher_kind = teacher_kind
         self.student_kind = student_kind
         self.student_reduction = student_reduction
+        self.distillation_reduction = distillation_reduction
         self.check_numerics = check_numerics
 
     @property
@@ -280,7 +291,8 @@ class Objective:
         s = to_logits(student_out, self.student_kind)
         values = self.logit_term.per_sample(t, s, labels=y,
                                             temperature=self.temperature)
-        value = weighted_mean(values, sample_weight, "mean", scale,
+        value = weighted_mean(values, sample_weight,
+                              self.distillation_reduction, scale,
                               "`distillation_loss_fn`")
         if self.logits_weight != 1.0:
             value = value * self.logits_weight

@@ -254,8 +254,11 @@ def test_jit_compile(flavour):
 
 
 @pytest.mark.tensorflow  # tf.distribute
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum"])
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_mirrored_strategy_step_equals_single_device_step(flavour):
+def test_mirrored_strategy_step_equals_single_device_step(flavour, reduction):
+    """Mean-reduced terms are scaled by the replicas as Keras scales its
+    losses; summed ones are not (their gradients add up to the global sum)."""
     import tensorflow as tf
 
     k = keras_module(flavour)
@@ -270,8 +273,12 @@ def test_mirrored_strategy_step_equals_single_device_step(flavour):
             student = mlp(flavour, (4,), seed=3,
                           regularizer=k.regularizers.L2(0.01))
             d = Distiller(student=student, teacher=teacher)
-            compile_like_keras_io(d, k, optimizer=k.optimizers.SGD(0.5), alpha=0.4,
-                                  temperature=3.0)
+            compile_like_keras_io(
+                d, k, optimizer=k.optimizers.SGD(0.5 if reduction != "sum" else 0.02),
+                alpha=0.4, temperature=3.0,
+                student_loss_fn=k.losses.SparseCategoricalCrossentropy(
+                    from_logits=True, reduction=reduction),
+                distillation_loss_fn=k.losses.KLDivergence(reduction=reduction))
         logs = one_batch_logs(d, x, y, sample_weight=w)
         return logs, [v.numpy() for v in student.trainable_weights]
 
@@ -580,3 +587,54 @@ def test_decoupled_kd(flavour):
         d.fit(x, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="beta"):
         DecoupledKD(beta=-1.0)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_summed_losses_are_sums_over_the_batch(flavour):
+    """A loss object with reduction="sum" sums over the batch, like Keras."""
+    k = keras_module(flavour)
+    x, y = data(16)
+    teacher, student = mlp(flavour), mlp(flavour, (4,), seed=2)
+    t = teacher.predict(x, verbose=0)
+    s = student.predict(x, verbose=0)
+    d = Distiller(student=student, teacher=teacher)
+    compile_like_keras_io(
+        d, k, optimizer=k.optimizers.SGD(0.0), alpha=0.5, temperature=2.0,
+        student_loss_fn=k.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="sum"),
+        distillation_loss_fn=k.losses.MeanSquaredError(reduction="sum"))
+    logs = one_batch_logs(d, x, y)
+    p, q = np.exp(log_softmax(t / 2.0)), np.exp(log_softmax(s / 2.0))
+    want_distill = ((p - q) ** 2).mean(-1).sum() * 4.0
+    want_student = -log_softmax(s)[np.arange(len(y)), y].sum()
+    np.testing.assert_allclose(logs["distillation_loss"], want_distill, rtol=1e-5)
+    np.testing.assert_allclose(logs["student_loss"], want_student, rtol=1e-5)
+    np.testing.assert_allclose(logs["loss"], 0.5 * want_student + 0.5 * want_distill,
+                               rtol=1e-5)
+
+
+def test_per_timestep_sample_weights_weigh_each_position():
+    """(batch, T) sample weights multiply per position before averaging."""
+    from keras_distill.objective import weighted_mean
+
+    values = np.array([[1.0, 3.0], [2.0, 4.0]])
+    weights = np.array([[1.0, 0.0], [0.5, 0.5]])
+    want = ((values * weights).mean(-1)).sum() / 2
+    got = keras.ops.convert_to_numpy(weighted_mean(values, weights))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    got = keras.ops.convert_to_numpy(weighted_mean(values, weights[..., None]))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    got = keras.ops.convert_to_numpy(weighted_mean(values, weights, "sum",
+                                                   scale=lambda v: v / 2))
+    np.testing.assert_allclose(got, (values * weights).mean(-1).sum(), rtol=1e-6)
+
+
+def test_a_subclass_without_a_tf_keras_twin_says_what_to_do():
+    class Mine(Distiller):
+        pass
+
+    student, teacher = mlp("tf_keras", (4,)), mlp("tf_keras")
+    with pytest.raises(TypeError, match=r"Mine has no tf_keras version.*"
+                                        r"keras_distill\.tf_keras\.Distiller.*"
+                                        r"register_twin"):
+        Mine(student, teacher)

@@ -757,3 +757,42 @@ def test_extension_keeps_the_plain_distiller_intact():
         compile_(d, keras)
     np.testing.assert_allclose(one_batch_logs(plain, x, y)["loss"],
                                one_batch_logs(feature, x, y)["loss"], rtol=1e-6)
+
+
+def test_subclassed_student_through_features_fn():
+    """A subclassed student's features come from its features_fn; the
+    feature shapes are found from `student_input_shape`; the config keeps
+    both."""
+
+    @keras.saving.register_keras_serializable(package="kd_tests")
+    class Net(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.hidden = keras.layers.Dense(6, activation="relu")
+            self.out = keras.layers.Dense(3)
+
+        def call(self, x, training=None):
+            return self.out(self.hidden(x))
+
+    @keras.saving.register_keras_serializable(package="kd_tests")
+    def net_features(x, training):
+        h = student.hidden(x)
+        return student.out(h), {"hidden": h}
+
+    x, y = data(32)
+    student = Net()
+    student(np.zeros((1, 8), "float32"))  # built by a call: no input_shape
+    teacher = net("keras", (16,))
+    with pytest.raises(ValueError, match="input_shape"):
+        FeatureDistiller(student, teacher, pairs=[
+            FeaturePair("hidden1", "hidden", adapter="auto")],
+            student_features_fn=net_features)
+    d = FeatureDistiller(student, teacher, pairs=[
+        FeaturePair("hidden1", "hidden", adapter="auto")],
+        student_features_fn=net_features, student_input_shape=(8,))
+    compile_(d, keras)
+    logs = one_batch_logs(d, x, y)
+    assert np.isfinite(logs["l2_hidden"]) and logs["l2_hidden"] > 0
+    config = d.get_config()
+    assert config["student_input_shape"] == [8]
+    assert config["student_features_fn"] is not None

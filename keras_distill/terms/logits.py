@@ -295,12 +295,6 @@ def logit_term(obj):
             "intermediate features, not logits. Use it in a FeaturePair."
         )
     if _is_kl_divergence(obj):
-        reduction = getattr(obj, "reduction", None)
-        if reduction not in (None, "auto", "sum_over_batch_size", "mean"):
-            raise ValueError(
-                f"`distillation_loss_fn` has reduction={reduction!r}; the KL "
-                "term is averaged over the batch. Use the default reduction."
-            )
         return KD()
     if isinstance(obj, str) and obj.lower() in _REGISTRY:
         term = get(obj)
