@@ -427,11 +427,32 @@ class DistillerCore:
 
     def _extra_trainable_weights(self):
         """Weights that train with the student but are not part of it
-        (e.g. adapters)."""
-        return []
+        (the adapters')."""
+        return [w for layer in self._adapter_layer_list()
+                for w in layer.trainable_weights]
 
     def _has_student_features(self):
         return False
+
+    def _adapter_layer_list(self):
+        """Layers that train with the student but are not part of it."""
+        return []
+
+    def _regularisation_losses(self):
+        """The student's (and adapters') regularisation losses, never the
+        teacher's."""
+        losses = list(self.student.losses)
+        for layer in self._adapter_layer_list():
+            losses += list(layer.losses)
+        return losses
+
+    def _regularisation(self, scale):
+        """Their sum, scaled for the distribution, or ``None``."""
+        losses = self._regularisation_losses()
+        if not losses:
+            return None
+        return scale(keras.ops.sum(keras.ops.stack(
+            [keras.ops.cast(v, "float32") for v in losses])))
 
     # -------------------------------------------------------------- teacher
     def _teacher_outputs(self, x, cached):

@@ -222,25 +222,14 @@ class Distiller(DistillerCore, keras.Model, metaclass=FlavourDispatch):
             return y_pred["output"], y_pred["features"]
         return y_pred, {}
 
-    def _regularisation(self, scale):
+    def _regularisation_losses(self):
         if keras.backend.backend() == "jax":
             # The JAX trainer hands the forward pass's losses to the model
             # (the student's and the adapters': the teacher is not called
             # in `call`), weight regularisation of the trainable (student)
             # variables included.
-            losses = list(self.losses)
-        else:
-            losses = list(self.student.losses)
-            for layer in self._adapter_layer_list():
-                losses += list(layer.losses)
-        if not losses:
-            return None
-        total = keras.ops.sum(keras.ops.stack(
-            [keras.ops.cast(v, "float32") for v in losses]))
-        return scale(total)
-
-    def _adapter_layer_list(self):
-        return []
+            return list(self.losses)
+        return super()._regularisation_losses()
 
     @property
     def metrics(self):

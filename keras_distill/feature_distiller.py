@@ -244,12 +244,6 @@ class FeatureCore(DistillerCore):
             key: np.concatenate(values) for key, values in features.items()
         }
 
-    def _extra_trainable_weights(self):
-        weights = []
-        for layer in getattr(self, "_adapter_layers", []):
-            weights += list(layer.trainable_weights)
-        return weights
-
     def _adapter_layer_list(self):
         return list(getattr(self, "_adapter_layers", []))
 

@@ -82,17 +82,6 @@ class Distiller(DistillerCore, tf_keras.Model):
         x, _ = cache.split(inputs)
         return single_tensor(self.student(x, training=training), "student")
 
-    def _regularisation(self, scale):
-        losses = list(self.student.losses)
-        for layer in self._adapter_layer_list():
-            losses += list(layer.losses)
-        if not losses:
-            return None
-        return scale(tf.add_n([tf.cast(v, tf.float32) for v in losses]))
-
-    def _adapter_layer_list(self):
-        return []
-
     # --------------------------------------------------------------- steps
     def train_step(self, data):
         """One optimisation step: one teacher and one student forward pass."""

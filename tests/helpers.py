@@ -117,3 +117,55 @@ def counter(k, name):
             return input_shape
 
     return Counter(name=name)
+
+
+def value_and_grads(loss_fn, *arrays):
+    """``loss_fn(*arrays)`` and the gradients of its sum, as numpy arrays,
+    on the current Keras backend (TensorFlow or JAX)."""
+    import keras
+    import pytest
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        variables = [tf.Variable(a) for a in arrays]
+        with tf.GradientTape() as tape:
+            value = loss_fn(*variables)
+        grads = tape.gradient(value, variables)
+        return np.asarray(value), [None if g is None else np.asarray(g)
+                                   for g in grads]
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def total(*xs):
+            value = loss_fn(*xs)
+            return jnp.sum(value), value
+
+        (_, value), grads = jax.value_and_grad(
+            total, argnums=tuple(range(len(arrays))), has_aux=True
+        )(*(jnp.asarray(a) for a in arrays))
+        return np.asarray(value), [np.asarray(g) for g in grads]
+    pytest.skip(f"no gradient helper for the {backend} backend")
+
+
+def check_tf_function(fn, arrays, extra=(), jit_compile=False):
+    """``fn(*variables, *extra)`` inside ``tf.function`` (XLA if asked)
+    equals the eager value and has finite gradients (TensorFlow only)."""
+    import tensorflow as tf
+
+    eager = np.asarray(fn(*arrays, *extra))
+    variables = [tf.Variable(a) for a in arrays]
+
+    @tf.function(jit_compile=jit_compile)
+    def value_and_gradients():
+        with tf.GradientTape() as tape:
+            value = fn(*variables, *extra)
+            loss = tf.reduce_sum(value)
+        return value, tape.gradient(loss, variables)
+
+    value, grads = value_and_gradients()
+    np.testing.assert_allclose(value.numpy(), eager, rtol=1e-5, atol=1e-6)
+    for g in grads:
+        assert np.isfinite(g.numpy()).all()

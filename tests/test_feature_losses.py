@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from keras_distill import losses
+from helpers import check_tf_function, value_and_grads
 
 BACKEND = keras.backend.backend()
 tf_only = pytest.mark.tensorflow
@@ -122,30 +123,6 @@ def np_rkd(t, s, distance_weight=25.0, angle_weight=50.0):
     ds, as_ = relations(s)
     return (distance_weight * np_huber(ds - dt).mean()
             + angle_weight * np_huber(as_ - at).mean())
-
-
-def value_and_grads(loss_fn, *arrays):
-    """``loss_fn(*arrays)`` and the gradients of its sum, as numpy arrays."""
-    if BACKEND == "tensorflow":
-        variables = [tf.Variable(a) for a in arrays]
-        with tf.GradientTape() as tape:
-            value = loss_fn(*variables)
-        grads = tape.gradient(value, variables)
-        return np.asarray(value), [None if g is None else np.asarray(g)
-                                   for g in grads]
-    if BACKEND == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        def total(*xs):
-            value = loss_fn(*xs)
-            return jnp.sum(value), value
-
-        (_, value), grads = jax.value_and_grad(
-            total, argnums=tuple(range(len(arrays))), has_aux=True
-        )(*(jnp.asarray(a) for a in arrays))
-        return np.asarray(value), [np.asarray(g) for g in grads]
-    pytest.skip(f"no gradient helper for the {BACKEND} backend")
 
 
 def finite_gradient(loss_fn, *variables):
@@ -568,20 +545,7 @@ def _cases():
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_losses_run_in_tf_function(name, jit_compile):
     fn, args = _cases()[name]
-    eager = fn(*args).numpy()
-    variables = [tf.Variable(a) for a in args[:2]]
-
-    @tf.function(jit_compile=jit_compile)
-    def value_and_gradients():
-        with tf.GradientTape() as tape:
-            value = fn(*variables, *args[2:])
-            loss = tf.reduce_sum(value)
-        return value, tape.gradient(loss, variables)
-
-    value, grads = value_and_gradients()
-    np.testing.assert_allclose(value.numpy(), eager, rtol=1e-5, atol=1e-6)
-    for g in grads:
-        assert np.isfinite(g.numpy()).all()
+    check_tf_function(fn, args[:2], extra=args[2:], jit_compile=jit_compile)
 
 
 @jax_only

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from keras_distill import losses
+from helpers import check_tf_function, value_and_grads
 
 BACKEND = keras.backend.backend()
 tf_only = pytest.mark.tensorflow
@@ -22,30 +23,6 @@ jax_only = pytest.mark.skipif(BACKEND != "jax", reason="JAX backend only")
 
 
 pytestmark = pytest.mark.usefixtures("jax_float64")
-
-
-def value_and_grads(loss_fn, *arrays):
-    """``loss_fn(*arrays)`` and the gradients of its sum, as numpy arrays."""
-    if BACKEND == "tensorflow":
-        variables = [tf.Variable(a) for a in arrays]
-        with tf.GradientTape() as tape:
-            value = loss_fn(*variables)
-        grads = tape.gradient(value, variables)
-        return np.asarray(value), [None if g is None else np.asarray(g)
-                                   for g in grads]
-    if BACKEND == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        def total(*xs):
-            value = loss_fn(*xs)
-            return jnp.sum(value), value
-
-        (_, value), grads = jax.value_and_grad(
-            total, argnums=tuple(range(len(arrays))), has_aux=True
-        )(*(jnp.asarray(a) for a in arrays))
-        return np.asarray(value), [np.asarray(g) for g in grads]
-    pytest.skip(f"no gradient helper for the {BACKEND} backend")
 
 
 def _log_softmax(z):
@@ -282,21 +259,7 @@ def test_logit_losses_run_in_jax_jit(name):
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_logit_losses_run_in_tf_function(name, jit_compile):
     cases, args = _logit_cases()
-    fn = cases[name]
-    eager = np.asarray(fn(*args))
-    variables = [tf.Variable(a) for a in args]
-
-    @tf.function(jit_compile=jit_compile)
-    def value_and_gradients():
-        with tf.GradientTape() as tape:
-            value = fn(*variables)
-            loss = tf.reduce_sum(value)
-        return value, tape.gradient(loss, variables)
-
-    value, grads = value_and_gradients()
-    np.testing.assert_allclose(value.numpy(), eager, rtol=1e-5, atol=1e-6)
-    for g in grads:
-        assert np.isfinite(g.numpy()).all()
+    check_tf_function(cases[name], args, jit_compile=jit_compile)
 
 
 @tf_only
