@@ -37,7 +37,7 @@ JAX_TESTS := tests/test_distiller.py tests/test_teacher_cache.py \
 	keras_distill/terms keras_distill/losses keras_distill/objective.py \
 	keras_distill/cache.py keras_distill/distiller.py keras_distill/core.py \
 	keras_distill/feature_distiller.py keras_distill/pairs.py keras_distill/taps.py \
-	keras_distill/ensemble.py
+	keras_distill/ensemble.py keras_distill/nan_guard.py
 
 test: test-tf test-jax
 

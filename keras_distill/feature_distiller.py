@@ -27,6 +27,7 @@ from keras_distill._validation import check_bool, check_weight, identifier
 from keras_distill.pairs import (
     _RESERVED_NAMES,
     FeaturePair,
+    check_layer_pairs,
     FSPPair,
     _as_pair,
     _shape,
@@ -395,36 +396,12 @@ class FeatureDistiller(FeatureCore, Distiller):
 
 
 # ------------------------------------------------------- convenience classes
-def _check_layer_pairs(layer_pairs, argument, fsp=False):
-    if not isinstance(layer_pairs, (list, tuple)) or not layer_pairs:
-        raise TypeError(
-            f"`{argument}` must be a non-empty list of "
-            + ("((teacher_first, teacher_second), (student_first, "
-               "student_second))" if fsp else "(teacher_layer, student_layer)")
-            + f" tuples, got {layer_pairs!r}."
-        )
-    out = []
-    for i, item in enumerate(layer_pairs):
-        ok = isinstance(item, (list, tuple)) and len(item) == 2
-        if ok and fsp:
-            ok = all(isinstance(v, (list, tuple)) and len(v) == 2 for v in item)
-        if not ok:
-            raise TypeError(
-                f"`{argument}[{i}]` must be "
-                + ("((teacher_first, teacher_second), (student_first, "
-                   "student_second))" if fsp else "(teacher_layer, student_layer)")
-                + f", got {item!r}."
-            )
-        out.append(tuple(tuple(v) if fsp else v for v in item))
-    return out
-
-
 class _L2Args:
     """The short form\'s arguments, as feature pairs."""
 
     def __init__(self, student, teacher, layer_pairs=(), adapter="auto",
                  weight=1.0, name="l2_distiller", **kwargs):
-        layer_pairs = _check_layer_pairs(layer_pairs, "layer_pairs")
+        layer_pairs = check_layer_pairs(layer_pairs, "layer_pairs")
         pairs = [FeaturePair(t, s, "l2", weight=weight, adapter=adapter)
                  for t, s in layer_pairs]
         super().__init__(student, teacher, pairs=pairs, name=name, **kwargs)
@@ -475,7 +452,7 @@ class _FSPArgs:
 
     def __init__(self, student, teacher, pairs=(), weight=1.0, normalize=True,
                  adapter=None, name="fsp_distiller", **kwargs):
-        layer_pairs = _check_layer_pairs(pairs, "pairs", fsp=True)
+        layer_pairs = check_layer_pairs(pairs, "pairs", fsp=True)
         specs = [FSPPair(t[0], t[1], s[0], s[1], weight=weight,
                          normalize=normalize, adapter=adapter)
                  for t, s in layer_pairs]
@@ -528,7 +505,7 @@ class _AttentionArgs:
 
     def __init__(self, student, teacher, layer_pairs=(), weight=1.0, p=2,
                  name="attention_distiller", **kwargs):
-        layer_pairs = _check_layer_pairs(layer_pairs, "layer_pairs")
+        layer_pairs = check_layer_pairs(layer_pairs, "layer_pairs")
         pairs = [FeaturePair(t, s, "at", weight=weight, loss_kwargs={"p": p})
                  for t, s in layer_pairs]
         super().__init__(student, teacher, pairs=pairs, name=name, **kwargs)
@@ -573,7 +550,7 @@ class _RKDArgs:
     def __init__(self, student, teacher, layer_pairs=(), weight=1.0,
                  distance_weight=25.0, angle_weight=50.0,
                  name="rkd_distiller", **kwargs):
-        layer_pairs = _check_layer_pairs(layer_pairs, "layer_pairs")
+        layer_pairs = check_layer_pairs(layer_pairs, "layer_pairs")
         options = {"distance_weight": distance_weight,
                    "angle_weight": angle_weight}
         pairs = [FeaturePair(t, s, "rkd", weight=weight, loss_kwargs=options)

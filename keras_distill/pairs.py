@@ -267,3 +267,33 @@ def _as_pair(obj, index):
         "(teacher_layer, student_layer) tuple or a ((teacher_first, "
         f"teacher_second), (student_first, student_second)) tuple, got {obj!r}."
     )
+
+
+def check_layer_pairs(layer_pairs, argument, fsp=False):
+    """``[(teacher_layer, student_layer), ...]`` (or FSP's nested pairs).
+
+    Example:
+    >>> check_layer_pairs([("t", "s")], "layer_pairs")
+    [('t', 's')]
+    """
+    if not isinstance(layer_pairs, (list, tuple)) or not layer_pairs:
+        raise TypeError(
+            f"`{argument}` must be a non-empty list of "
+            + ("((teacher_first, teacher_second), (student_first, "
+               "student_second))" if fsp else "(teacher_layer, student_layer)")
+            + f" tuples, got {layer_pairs!r}."
+        )
+    out = []
+    for i, item in enumerate(layer_pairs):
+        ok = isinstance(item, (list, tuple)) and len(item) == 2
+        if ok and fsp:
+            ok = all(isinstance(v, (list, tuple)) and len(v) == 2 for v in item)
+        if not ok:
+            raise TypeError(
+                f"`{argument}[{i}]` must be "
+                + ("((teacher_first, teacher_second), (student_first, "
+                   "student_second))" if fsp else "(teacher_layer, student_layer)")
+                + f", got {item!r}."
+            )
+        out.append(tuple(tuple(v) if fsp else v for v in item))
+    return out

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from keras_distill import losses
-from helpers import check_tf_function, value_and_grads
+from helpers import check_jax_jit, check_tf_function, value_and_grads
 
 BACKEND = keras.backend.backend()
 tf_only = pytest.mark.tensorflow
@@ -231,27 +231,8 @@ def _logit_cases():
 @jax_only
 @pytest.mark.parametrize("name", sorted(_logit_cases()[0]))
 def test_logit_losses_run_in_jax_jit(name):
-    import jax
-    import jax.numpy as jnp
-
     cases, args = _logit_cases()
-    fn = cases[name]
-    eager = np.asarray(fn(*args))
-
-    @jax.jit
-    def value_and_gradients(a, b):
-        def total(a, b):
-            value = fn(a, b)
-            return jnp.sum(value), value
-
-        (_, value), grads = jax.value_and_grad(
-            total, argnums=(0, 1), has_aux=True)(a, b)
-        return value, grads
-
-    value, grads = value_and_gradients(*args)
-    np.testing.assert_allclose(np.asarray(value), eager, rtol=1e-5, atol=1e-6)
-    for g in grads:
-        assert np.isfinite(np.asarray(g)).all()
+    check_jax_jit(cases[name], args)
 
 
 @tf_only
