@@ -31,19 +31,18 @@ _LOG_NAMES = ("student_loss", "distillation_loss")
 
 
 # ------------------------------------------------------------------ helpers
-class _Untracked:
-    """Holds a model out of Keras's attribute tracking (and saving)."""
+class Holder:
+    """Holds objects out of Keras's attribute tracking (and saving): the
+    inference teacher, the per-term metrics (the shells list them in
+    ``metrics`` themselves, once), taps and resolved terms.
 
-    def __init__(self, model):
-        self.model = model
+    Example:
+    >>> Holder(items={}).items
+    {}
+    """
 
-
-class _Trackers:
-    """The per-term ``Mean`` metrics, out of Keras's automatic tracking
-    (the shells list them in ``metrics`` themselves, once)."""
-
-    def __init__(self):
-        self.items = {}
+    def __init__(self, **values):
+        self.__dict__.update(values)
 
 
 def single_tensor(value, argument):
@@ -153,8 +152,8 @@ class DistillerCore:
                 "(its taps read the float teacher). Leave it None."
             )
         self.teacher_dtype = teacher_dtype
-        self._inference_teacher = _Untracked(
-            self.teacher if teacher_dtype is None
+        self._inference_teacher = Holder(
+            model=self.teacher if teacher_dtype is None
             else _low_precision_copy(self.teacher, teacher_dtype)
         )
 
@@ -180,7 +179,7 @@ class DistillerCore:
         if student.built and teacher.built:
             # So that weights can be loaded before the first call.
             self.built = True
-        self._tracker_holder = _Trackers()
+        self._tracker_holder = Holder(items={})
         self._add_trackers(_LOG_NAMES)
         self.alpha = None
         self.temperature = None

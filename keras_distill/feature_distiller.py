@@ -32,7 +32,7 @@ from keras_distill.pairs import (
     _as_pair,
     _shape,
 )
-from keras_distill.core import DistillerCore
+from keras_distill.core import DistillerCore, Holder
 from keras_distill.distiller import Distiller
 from keras_distill.objective import FeatureTermSpec
 from keras_distill.adapters import make_adapter
@@ -97,7 +97,7 @@ class FeatureCore(DistillerCore):
         self.logits_weight = logits_weight
         self.teacher_input_fn = teacher_input_fn
         self.check_numerics = check_numerics
-        self._features_fns = _Holder(
+        self._features_fns = Holder(
             student=student_features_fn, teacher=teacher_features_fn,
             student_input_shape=_shape_tuple(student_input_shape,
                                              "student_input_shape"),
@@ -114,7 +114,7 @@ class FeatureCore(DistillerCore):
             teacher_paths += [p for p in t if p not in teacher_paths]
             student_paths += [p for p in s if p not in student_paths]
         fns = self._features_fns
-        self._taps = _Holder(
+        self._taps = Holder(
             teacher=Taps(self.teacher, teacher_paths, "teacher",
                          features_fn=fns.teacher,
                          input_shape=fns.teacher_input_shape),
@@ -128,7 +128,7 @@ class FeatureCore(DistillerCore):
             used.add(spec.name)
             adapters += [a for a in spec.adapters if a is not None]
             specs.append(spec)
-        self._terms = _Holder(items=specs)
+        self._terms = Holder(items=specs)
         self._adapter_layers = adapters
 
     def _resolve(self, index, pair, used):
@@ -297,13 +297,6 @@ def _pair_layers(pair):
         return ((pair.teacher_first, pair.teacher_second),
                 (pair.student_first, pair.student_second))
     return (pair.teacher_layer,), (pair.student_layer,)
-
-
-class _Holder:
-    """Holds objects out of Keras's attribute tracking (and saving)."""
-
-    def __init__(self, **values):
-        self.__dict__.update(values)
 
 
 _COMMON_ARGS = """
