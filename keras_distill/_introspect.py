@@ -25,7 +25,9 @@ Example:
 ['inner', 'a', 'b']
 """
 
-from keras_distill import _keras_private
+import sys
+
+from keras_distill import _compat, _keras_private
 
 PRUNING_WRAPPER = "PruneLowMagnitude"
 """Class name of TFMOT's pruning wrapper."""
@@ -162,6 +164,48 @@ def is_graph_model(model):
     except (AttributeError, ValueError):
         return False
     return bool(inputs)
+
+
+def check_model(model, argument, action):
+    """Returns the flavour of a Keras model; refuses anything else, distillers too.
+
+    A `keras_distill.Distiller` (or any distiller: feature, multi-teacher,
+    either flavour) is a Keras model, but the training wrapper around its
+    student, not a model to export, prune, quantize or inspect: the message
+    says to pass ``distiller.student``.
+
+    Args:
+        model: The user's argument.
+        argument: Its name, for the message (``"model"``, ``"student"``).
+        action: What the function does with it (``"export"``, ``"prune"``).
+
+    Returns:
+        ``"keras"`` or ``"tf_keras"``.
+
+    Raises:
+        TypeError: ``model`` is not a Keras model, or is a distiller.
+
+    Example:
+    >>> import keras
+    >>> from keras_distill import Distiller
+    >>> student = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> teacher = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> check_model(student, "model", "export")
+    'keras'
+    >>> check_model(Distiller(student, teacher), "model", "export")
+    Traceback (most recent call last):
+    ...
+    TypeError: `model` is a Distiller ('distiller'), ...
+    """
+    flavour = _compat.model_flavour(model, argument)
+    core = sys.modules.get("keras_distill.core")  # no distiller exists without it
+    if core is not None and isinstance(model, core.DistillerCore):
+        raise TypeError(
+            f"`{argument}` is a {type(model).__name__} ({model.name!r}), the "
+            f"training wrapper, not a model to {action}: pass "
+            f"`distiller.student` (the model it trains) instead."
+        )
+    return flavour
 
 
 def _children(layer):

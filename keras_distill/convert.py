@@ -16,7 +16,9 @@ through `import_tfmot`.
 
 import inspect
 
-from keras_distill import _compat, _keras_private
+import numpy as np
+
+from keras_distill import _compat, _introspect, _keras_private
 
 # Keras 3 layer class name -> what to do with its config.
 #   rename: {Keras 3 key: tf_keras key}
@@ -88,6 +90,28 @@ SUPPORTED_LAYERS = tuple(sorted(_SUPPORTED_LAYERS))
 
 _KERAS3_ONLY_INITIALIZER_KEYS = ("input_axes", "output_axes")
 
+# Keras 3 activations that tf_keras lacks or computes differently (Keras 3's
+# hard_sigmoid is relu6(x + 3) / 6, tf_keras's clip(0.2 x + 0.5, 0, 1)): Keras
+# 3's formula written in TensorFlow, registered with tf_keras as
+# "keras_distill>name" so converted models clone and save. Each is checked
+# against Keras 3's function before use (`_Converter._activation`).
+_KERAS3_FORMULAS = {
+    "hard_sigmoid": lambda tf, x: tf.nn.relu6(x + 3.0) / 6.0,
+    "hard_silu": lambda tf, x: x * tf.nn.relu6(x + 3.0) / 6.0,
+    "hard_tanh": lambda tf, x: tf.clip_by_value(x, -1.0, 1.0),
+    "log_sigmoid": lambda tf, x: tf.math.log_sigmoid(x),
+    "tanh_shrink": lambda tf, x: x - tf.tanh(x),
+    "celu": lambda tf, x: tf.maximum(x, 0.0) + tf.math.expm1(tf.minimum(x, 0.0)),
+    "squareplus": lambda tf, x: (x + tf.sqrt(tf.square(x) + 4.0)) / 2.0,
+    "soft_shrink": lambda tf, x: tf.where(
+        x > 0.5, x - 0.5, tf.where(x < -0.5, x + 0.5, tf.zeros_like(x))),
+    "hard_shrink": lambda tf, x: tf.where(tf.abs(x) > 0.5, x, tf.zeros_like(x)),
+}
+# Functions Keras 3 serializes by reference whose tf_keras name differs.
+_TF_FUNCTION_NAMES = {"softmax_v2": "softmax"}
+_REGISTERED = {}  # name -> the tf_keras-serializable function
+_SAME_AS_KERAS3 = {}  # (Keras 3 function, tf_keras name) -> bool, checked once
+
 
 def to_tf_keras(model):
     """Rebuilds a Keras 3 model as a ``tf_keras`` model with the same weights.
@@ -98,6 +122,13 @@ def to_tf_keras(model):
     (layer names kept), then copies every weight, so the result computes the
     same outputs (up to float rounding). Nested Sequential/Functional models
     are converted recursively; layers called several times stay shared.
+
+    Every activation becomes the same function: one tf_keras has under the
+    same name only if it computes the same values (checked), else Keras 3's
+    formula (``hard_sigmoid``, ``hard_silu``, ... differ or are missing in
+    tf_keras), else the conversion is refused. Finally the converted model
+    is run on random inputs beside the original: outputs differing beyond
+    float rounding are refused too, never returned.
 
     Supported layers: see `SUPPORTED_LAYERS` (Dense, Conv1D/2D and their
     transposes, DepthwiseConv2D, SeparableConv1D/2D, BatchNormalization,
@@ -123,7 +154,9 @@ def to_tf_keras(model):
             built, or holds a custom layer, a layer type not in
             `SUPPORTED_LAYERS`, a ``keras.ops`` call (not a layer), or a
             setting ``tf_keras`` lacks (LoRA, Keras 3 quantization,
-            ``rms_scaling``...). The message names the layer and its class.
+            ``rms_scaling``...), an activation tf_keras cannot compute the
+            same way, or the converted model's outputs differ from the
+            original's. The message names the layer and its class.
 
     Example:
     >>> import keras, numpy as np
@@ -138,10 +171,12 @@ def to_tf_keras(model):
     >>> to_tf_keras(converted) is converted
     True
     """
-    flavour = _compat.model_flavour(model, "model")
+    flavour = _introspect.check_model(model, "model", "convert")
     if flavour == _compat.TF_KERAS:
         return model
-    return _Converter().model(model)
+    converted = _Converter().model(model)
+    _check_same_outputs(model, converted)
+    return converted
 
 
 class _Converter:
@@ -309,7 +344,7 @@ class _Converter:
             elif key.endswith("_regularizer") or key.endswith("_constraint"):
                 config[key] = self._regularizer_or_constraint(key, value, where)
             elif key == "activation":
-                config[key] = self._activation(value, where)
+                config[key] = self._activation(value, layer, where)
             elif accepted is not None and key not in accepted and value is None:
                 del config[key]  # a Keras 3-only option left unset
         return config
@@ -349,21 +384,53 @@ class _Converter:
                 "regularizer/constraint (e.g. keras.regularizers.L2)."
             ) from error
 
-    def _activation(self, value, where):
+    def _activation(self, value, layer, where):
+        """The tf_keras activation computing what the Keras 3 one does."""
+        import keras
+
+        function = getattr(layer, "activation", None)
         if isinstance(value, str):
-            try:
-                self.tf_keras.activations.get(value)
-            except Exception as error:  # noqa: BLE001
+            name = value
+            function = keras.activations.get(value)
+        else:  # a function serialized by reference, e.g. tf.nn.softmax
+            name = getattr(function, "__name__", None)
+            name = _TF_FUNCTION_NAMES.get(name, name)
+            if not callable(function) or not name:
                 raise ValueError(
-                    f"Cannot convert {where}: activation {value!r} does not "
-                    "exist in tf_keras. Use another activation, or an "
-                    "Activation layer tf_keras has."
-                ) from error
-            return value
+                    f"Cannot convert {where}: its activation {value!r} is not "
+                    "a built-in Keras activation. Use a built-in activation."
+                )
+        candidates = [name]
+        if name in _KERAS3_FORMULAS:
+            candidates.append(_register_formula(self.tf_keras, name))
+        for candidate in candidates:
+            if self._same_as(function, candidate):
+                return candidate
         raise ValueError(
-            f"Cannot convert {where}: its activation {value!r} is not a "
-            "built-in Keras activation name. Use a built-in activation."
+            f"Cannot convert {where}: its activation {name!r} has no tf_keras "
+            "twin computing the same values (tf_keras lacks it or uses another "
+            "formula). Use another built-in activation, or build the model "
+            "with tf_keras directly."
         )
+
+    def _same_as(self, function, candidate):
+        """Whether tf_keras's ``candidate`` computes Keras 3's ``function``."""
+        key = (function, candidate)
+        if key not in _SAME_AS_KERAS3:
+            import keras
+            import tensorflow as tf
+
+            x = np.linspace(-8.0, 8.0, 96, dtype="float32").reshape(4, 24)
+            try:
+                theirs = self.tf_keras.activations.get(candidate)
+                expected = np.asarray(function(keras.ops.convert_to_tensor(x)))
+                got = np.asarray(theirs(tf.constant(x)))
+                same = expected.shape == got.shape and np.allclose(
+                    got, expected, rtol=1e-5, atol=1e-6)
+            except Exception:  # noqa: BLE001 - missing in tf_keras, shape errors
+                same = False
+            _SAME_AS_KERAS3[key] = same
+        return _SAME_AS_KERAS3[key]
 
     @staticmethod
     def _copy_weights(source, target):
@@ -381,6 +448,79 @@ class _Converter:
                 f"({type(source).__name__}): its weights do not fit the "
                 f"tf_keras layer ({error})."
             ) from error
+
+
+def _register_formula(tf_keras, name):
+    """Registers Keras 3's formula for ``name`` with tf_keras; its name there."""
+    if name not in _REGISTERED:
+        import tensorflow as tf
+
+        formula = _KERAS3_FORMULAS[name]
+
+        def activation(x):
+            return formula(tf, x)
+
+        activation.__name__ = name
+        _REGISTERED[name] = tf_keras.saving.register_keras_serializable(
+            package="keras_distill", name=name)(activation)
+    return f"keras_distill>{name}"
+
+
+def _check_same_outputs(model, converted):
+    """Refuses a conversion whose outputs differ from the original's on random
+    inputs (float rounding allowed: 1e-4, or 2e-2 for 16-bit outputs,
+    relative to the largest output)."""
+    import keras
+
+    inputs = _random_inputs(model)
+    try:
+        expected = [np.asarray(t) for t in keras.tree.flatten(model(inputs, training=False))]
+    except Exception:  # noqa: BLE001 - e.g. unknown dims too small for the model
+        return  # the original itself cannot run on a random probe
+    got = [np.asarray(t) for t in keras.tree.flatten(converted(inputs, training=False))]
+    for index, (a, b) in enumerate(zip(expected, got)):
+        tolerance = 2e-2 if a.dtype.itemsize <= 2 else 1e-4
+        a, b = a.astype("float64"), b.astype("float64")
+        finite = np.isfinite(a)
+        scale = max(1.0, float(np.max(np.abs(a[finite]), initial=0.0)))
+        same_shape = a.shape == b.shape
+        if same_shape and np.array_equal(finite, np.isfinite(b)) and np.allclose(
+                a[finite], b[finite], rtol=0, atol=tolerance * scale):
+            continue
+        difference = (float(np.max(np.abs(a - b), initial=0.0)) if same_shape
+                      else f"shape {b.shape} instead of {a.shape}")
+        raise ValueError(
+            f"to_tf_keras refused its result: the converted model computes "
+            f"other values than {model.name!r} on random inputs (output "
+            f"{index}: largest difference {difference}, allowed "
+            f"{tolerance * scale:.3g}). A layer behaves differently in "
+            "tf_keras; build the model with tf_keras directly (and please "
+            "report the model to keras-distill)."
+        )
+
+
+def _random_inputs(model):
+    """A small random batch for ``model``'s inputs (8 for unknown dims;
+    integer inputs below the smallest ``Embedding`` input_dim)."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    limits = [layer.input_dim for layer in _introspect.iter_layers(model)
+              if type(layer).__name__ == "Embedding"]
+    arrays = []
+    for tensor in model.inputs:
+        shape = tuple(tensor.shape)
+        shape = (shape[0] or 2,) + tuple(d or 8 for d in shape[1:])
+        dtype = np.dtype(_dtype_name(tensor.dtype))
+        if dtype.kind in "iu":
+            arrays.append(rng.integers(0, min(limits, default=2), size=shape).astype(dtype))
+        elif dtype.kind == "b":
+            arrays.append(rng.random(shape) < 0.5)
+        else:
+            arrays.append(rng.normal(size=shape).astype(dtype))
+    if len(arrays) == 1:
+        return arrays[0]
+    return keras.tree.pack_sequence_as(model.input, arrays)
 
 
 def _model_kind(model):

@@ -30,11 +30,14 @@ import warnings
 
 import numpy as np
 
-from keras_distill import _compat, _introspect, _io
+from keras_distill import _compat, _introspect, _io, _validation
+from keras_distill.pruning import _checks
 from keras_distill.litert import (  # noqa: F401 - re-exported
     TFLiteBenchmark,
     TFLiteEvaluation,
     _check_array,
+    _check_finite,
+    _prepared,
     _scale_zero_point,
     _shape,
     benchmark_tflite,
@@ -99,8 +102,12 @@ def to_tflite(model, path, quantization="float32", representative_data=None,
 
     The model is converted in memory with
     ``tf.lite.TFLiteConverter.from_keras_model`` (Keras 3 and ``tf_keras``),
-    then written to a temporary file beside ``path`` and moved onto it: a
-    failed conversion leaves an existing file at ``path`` untouched.
+    checked to run in the LiteRT interpreter (on one input), then
+    written to a temporary file beside ``path`` and moved onto it: a failed
+    conversion leaves an existing file at ``path`` untouched. Whether
+    ``path``'s folder exists and can be written is checked before
+    converting; a model with non-finite (NaN or infinite) weights is
+    refused.
 
     Quantization modes:
 
@@ -119,12 +126,13 @@ def to_tflite(model, path, quantization="float32", representative_data=None,
 
     Args:
         model: A built Keras 3 or ``tf_keras`` model.
-        path: The file to write; its directory must exist.
+        path: The file to write; its directory must exist and be writable.
         quantization: One of ``"float32"``, ``"float16"``, ``"dynamic"``,
             ``"int8"``.
         representative_data: For ``"int8"``: a numpy array of model inputs
-            (shape ``(n,) + input_shape``, floating point for a float model)
-            from the training data. Ignored by the other modes.
+            (shape ``(n,) + input_shape``, floating point for a float model,
+            finite, at least one batch for a fixed batch size) from the
+            training data. Ignored by the other modes.
         num_representative: How many samples of ``representative_data`` to
             calibrate with, drawn without replacement with a fixed seed (all
             of them when there are fewer).
@@ -136,13 +144,18 @@ def to_tflite(model, path, quantization="float32", representative_data=None,
         A `TFLiteExport`.
 
     Raises:
-        TypeError: ``model`` is not a Keras model, or ``path`` is not a path.
+        TypeError: ``model`` is not a Keras model (or is a distiller: pass
+            ``distiller.student``), ``path`` is not a path, or ``int8_io``
+            is not a bool.
         ValueError: Unknown ``quantization``; ``"int8"`` without
             ``representative_data`` for a model that is not QAT;
-            ``representative_data`` not matching the model input; ``path``
-            in a missing directory; the model is not built; the converter
-            rejects the model (the message names the op and layer when the
-            converter reveals them).
+            ``representative_data`` not matching the model input, not
+            finite, or smaller than the model's fixed batch; ``path`` in a
+            missing or read-only directory; the model is not built or has
+            non-finite weights; the converter rejects the model (the message
+            names the op and layer when the converter reveals them); the
+            file would not run in LiteRT (e.g. it needs TensorFlow "Flex"
+            ops).
 
     Example:
     >>> import keras, numpy as np, tempfile
@@ -155,14 +168,16 @@ def to_tflite(model, path, quantization="float32", representative_data=None,
     >>> os.path.getsize(path) == result.size_bytes
     True
     """
-    _compat.model_flavour(model, "model")
+    _introspect.check_model(model, "model", "export")
     _check_quantization(quantization)
+    _validation.check_bool(int8_io, "int8_io")
     path = _check_output_path(path)
     if not getattr(model, "built", True):
         raise ValueError(
             "`model` is not built, so its input shape is unknown: call it once "
             "on a batch or call `model.build(input_shape)` before exporting."
         )
+    _check_finite_weights(model)
     stripped = _introspect.holds(model, {_introspect.PRUNING_WRAPPER})
     if stripped:
         model = _strip_pruning(model)
@@ -182,6 +197,7 @@ def to_tflite(model, path, quantization="float32", representative_data=None,
             )
     converter = _converter(model, quantization, representative, int8_io, qat)
     content = _convert(converter, model, quantization)
+    _check_runs(content, quantization)
     _io.atomic_write(path, content)
     return _summarize(content, path, quantization, qat, stripped)
 
@@ -214,7 +230,37 @@ def _check_output_path(path):
     if os.path.isdir(path):
         raise ValueError(f"`path`={path!r} is a directory: give a file name, "
                          "e.g. 'model.tflite'.")
-    return path
+    # The file is written beside `path`, then moved: try that folder now.
+    return _checks.check_writable(path, "path")
+
+
+def _check_finite_weights(model):
+    bad = []
+    for weight in model.weights:
+        value = np.asarray(weight)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            bad.append(getattr(weight, "path", None) or weight.name)
+    if bad:
+        raise ValueError(
+            f"`model` has NaN or infinite weights ({', '.join(bad[:5])}"
+            f"{', ...' if len(bad) > 5 else ''}): its file would compute NaN. "
+            "Export the model from before training diverged (e.g. restore a "
+            "checkpoint) or retrain with a lower learning rate."
+        )
+
+
+def _check_runs(content, quantization):
+    """Refuses a converted model the LiteRT interpreter cannot run, trying it
+    on one input (unknown dimensions: see `litert._prepared`)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        _prepared(Interpreter(model_content=content), "the converted model")
+    except ValueError as error:
+        raise ValueError(
+            f"to_tflite (quantization={quantization!r}) produced a model that "
+            f"LiteRT cannot run, so nothing was written: {error}"
+        ) from error
 
 
 def _strip_pruning(model):
@@ -257,7 +303,8 @@ def _representative_dataset(model, data, num_representative):
             f"`representative_data` must be a numpy array of model inputs, got "
             f"{type(data).__name__}."
         )
-    if not isinstance(num_representative, int) or num_representative < 1:
+    if isinstance(num_representative, bool) or not isinstance(
+            num_representative, int) or num_representative < 1:
         raise ValueError(
             "`num_representative` must be a positive integer, got "
             f"{num_representative!r}."
@@ -266,10 +313,18 @@ def _representative_dataset(model, data, num_representative):
     if spec is not None:
         _check_array("representative_data", data, *spec)
         data = data.astype(spec[1], copy=False)
+    _check_finite("representative_data", data)
     rng = np.random.default_rng(0)
     count = min(num_representative, len(data))
     samples = data[np.sort(rng.choice(len(data), size=count, replace=False))]
     step = spec[0][0] if spec is not None and spec[0][0] else 1
+    if count < step:
+        raise ValueError(
+            f"`representative_data` gives {count} sample(s) but the model's "
+            f"input has a fixed batch size of {step}: calibration runs whole "
+            f"batches, so pass at least {step} samples (and "
+            f"num_representative >= {step})."
+        )
 
     def dataset():
         for start in range(0, count - step + 1, step):

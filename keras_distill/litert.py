@@ -15,12 +15,14 @@ Both functions, and the dataclasses they return, are also importable from
 """
 
 import dataclasses
+import numbers
 import os
+import re
 import time
 
 import numpy as np
 
-from keras_distill import _compat
+from keras_distill import _introspect
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +92,13 @@ def evaluate_tflite(path, x, y=None, reference_model=None, batch_size=256,
     Raises:
         FileNotFoundError: No file at ``path``.
         ValueError: ``path`` is not a TFLite model with one input and one
-            output; ``x``, ``y`` or the reference outputs do not match it.
-        TypeError: ``reference_model`` is not a Keras model.
+            output, or one LiteRT cannot run (TensorFlow "Flex" ops, custom
+            ops); ``x`` does not match it or holds NaN/inf; ``y`` is not one
+            label in ``[0, classes)`` per input (or one-hot of the output's
+            width); the reference outputs do not match; a bad
+            ``batch_size`` or ``num_threads``.
+        TypeError: ``path`` is not a path; ``reference_model`` is not a
+            Keras model (or is a distiller: pass ``distiller.student``).
 
     Example:
     >>> import keras, numpy as np, tempfile
@@ -105,18 +112,18 @@ def evaluate_tflite(path, x, y=None, reference_model=None, batch_size=256,
     (1.0, True)
     """
     if reference_model is not None:
-        _compat.model_flavour(reference_model, "reference_model")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+        _introspect.check_model(reference_model, "reference_model", "compare with")
+    _check_count(batch_size, "batch_size", 1)
     interpreter = _interpreter(path, num_threads)
     x = np.asarray(x)
     detail = interpreter.get_input_details()[0]
     _check_array("x", x, _shape(detail), _logical_dtype(detail))
+    _check_finite("x", x)
     outputs = _run(interpreter, x, batch_size)
     accuracy = agreement = max_abs_diff = None
     predictions = np.argmax(outputs, axis=-1)
     if y is not None:
-        accuracy = float(np.mean(predictions == _labels(y, len(x))))
+        accuracy = float(np.mean(predictions == _labels(y, len(x), outputs.shape[-1])))
     if reference_model is not None:
         reference = np.asarray(reference_model.predict(x, batch_size=batch_size,
                                                        verbose=0))
@@ -149,7 +156,9 @@ def benchmark_tflite(path, num_threads=1, runs=200, warmup=20):
     Raises:
         FileNotFoundError: No file at ``path``.
         ValueError: A non-positive ``num_threads`` or ``runs``, a negative
-            ``warmup``, or ``path`` is not a TFLite model.
+            ``warmup``; ``path`` is not a TFLite model, one LiteRT cannot
+            run (TensorFlow "Flex" ops), or one whose input has unknown
+            dimensions besides the batch (no single input to time).
 
     Example:
     >>> import keras, tempfile
@@ -163,10 +172,16 @@ def benchmark_tflite(path, num_threads=1, runs=200, warmup=20):
     """
     for name, value, low in (("num_threads", num_threads, 1), ("runs", runs, 1),
                              ("warmup", warmup, 0)):
-        if not isinstance(value, int) or value < low:
-            raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+        _check_count(value, name, low)
     interpreter = _interpreter(path, num_threads)
     detail = interpreter.get_input_details()[0]
+    if None in _shape(detail)[1:]:
+        raise ValueError(
+            f"`path`={os.fspath(path)!r} takes inputs of shape {_shape(detail)}: "
+            "dimensions besides the batch are unknown, so there is no single "
+            "input to time. Export the model with a fixed input shape (e.g. "
+            "`keras.Input((224, 224, 3))`) to benchmark it."
+        )
     shape = [1 if d is None else d for d in _shape(detail)]
     interpreter.resize_tensor_input(detail["index"], shape)
     interpreter.allocate_tensors()
@@ -182,6 +197,22 @@ def benchmark_tflite(path, num_threads=1, runs=200, warmup=20):
 
 
 # -- checks and interpreter helpers (also used by `export`) ---------------
+
+
+def _check_count(value, name, low):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+
+
+def _check_finite(name, array):
+    """Raises a ValueError when a floating ``array`` holds NaN or infinity."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise ValueError(
+            f"`{name}` holds {bad} NaN or infinite value(s): the model would "
+            "compute NaN (or calibrate on it) and give meaningless numbers. "
+            "Clean the data first (e.g. `np.nan_to_num`, or drop those samples)."
+        )
 
 
 def _check_array(name, array, shape, dtype):
@@ -211,7 +242,17 @@ def _check_array(name, array, shape, dtype):
 def _interpreter(path, num_threads):
     from ai_edge_litert.interpreter import Interpreter
 
-    path = os.fspath(path)
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(
+            f"`path` must be the path of a .tflite file (str or os.PathLike), "
+            f"got {type(path).__name__}."
+        ) from None
+    if num_threads is not None:
+        _check_count(num_threads, "num_threads", 1)
+    if os.path.isdir(path):
+        raise ValueError(f"`path`={path!r} is a directory: give the .tflite file.")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"`path`={path!r}: no such file. Export one "
                                 "with `to_tflite(model, path)` first.")
@@ -225,6 +266,42 @@ def _interpreter(path, num_threads):
             f"`path`={path!r} has {len(inputs)} inputs and {len(outputs)} "
             "outputs; only single-input, single-output models are supported."
         )
+    return _prepared(interpreter, f"`path`={path!r}")
+
+
+_FLEX_OP = re.compile(r"\((Flex\w+)\)")
+
+
+def _prepared(interpreter, what):
+    """``interpreter``, allocated and run once (unknown dimensions: batch 1,
+    others 32), or a ValueError saying why LiteRT cannot run the model
+    (TensorFlow "Flex" ops, custom ops). With unknown dimensions other than
+    the batch, a failure that is not about ops is left to the real inputs."""
+    inputs = interpreter.get_input_details()
+    dynamic = any(None in _shape(detail)[1:] for detail in inputs)
+    for detail in inputs:
+        shape = [d or (32 if i else 1) for i, d in enumerate(_shape(detail))]
+        interpreter.resize_tensor_input(detail["index"], shape)
+    try:
+        interpreter.allocate_tensors()
+        interpreter.invoke()  # some kernels (Flex) fail only here
+    except RuntimeError as error:
+        message = str(error)
+        flex = sorted(set(_FLEX_OP.findall(message)))
+        if flex or "Select TensorFlow op" in message:
+            raise ValueError(
+                f"{what} uses TensorFlow (\"Flex\") ops "
+                f"{', '.join(flex) or '(SELECT_TF_OPS)'}, which standalone "
+                "LiteRT cannot run (they need the Flex delegate, a large extra "
+                "library). Export with TFLite builtin ops only: replace the "
+                "layers using them (keras_distill.export.to_tflite never adds "
+                "Flex ops)."
+            ) from None
+        if not dynamic:
+            raise ValueError(
+                f"{what} cannot run in the LiteRT interpreter: "
+                f"{message.strip().splitlines()[0][:300] if message.strip() else error!r}"
+            ) from None
     return interpreter
 
 
@@ -284,15 +361,23 @@ def _run(interpreter, x, batch_size):
     return np.concatenate(results)
 
 
-def _labels(y, n):
+def _labels(y, n, classes):
     y = np.asarray(y)
+    expected = (f"`y` must hold one label per input ({n}), as class ids in "
+                f"[0, {classes}) of shape ({n},) or one-hot of shape ({n}, "
+                f"{classes}) (the model has {classes} outputs)")
+    if y.ndim == 2 and y.shape[-1] != classes:
+        raise ValueError(f"{expected}; got one-hot rows of width {y.shape[-1]}.")
     if y.ndim == 2:
         y = np.argmax(y, axis=-1)
     if y.ndim != 1 or len(y) != n:
-        raise ValueError(
-            f"`y` must hold one label per input ({n}), as class ids of shape "
-            f"({n},) or one-hot of shape ({n}, classes); got shape {y.shape}."
-        )
+        raise ValueError(f"{expected}; got shape {y.shape}.")
+    if y.dtype.kind not in "iuf" or (
+            y.dtype.kind == "f" and not np.array_equal(y, np.round(y))):
+        raise ValueError(f"{expected}; got {y.dtype} values that are not "
+                         "whole numbers.")
+    if len(y) and (y.min() < 0 or y.max() >= classes):
+        raise ValueError(f"{expected}; got labels from {y.min()} to {y.max()}.")
     return y
 
 

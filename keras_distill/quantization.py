@@ -27,7 +27,7 @@ from keras_distill import _compat, _introspect
 from keras_distill._compat import import_tfmot
 from keras_distill.convert import to_tf_keras
 from keras_distill.pruning import pruning_wrappers, sparsity_report, strip
-from keras_distill.pruning._checks import graph_model_or_raise
+from keras_distill.pruning._checks import check_built, graph_model_or_raise
 
 _PRESERVE = ("auto", True, False)
 _QUANTIZED_CLASSES = _introspect.QAT_CLASSES
@@ -35,6 +35,11 @@ _QUANTIZED_CLASSES = _introspect.QAT_CLASSES
 _SPARSE_THRESHOLD = 0.01
 # TFMOT's RuntimeError for a layer without a QuantizeConfig.
 _UNSUPPORTED = re.compile(r"Layer (\S+?):<class '([\w.]+)'> is not supported")
+# The activations TFMOT 0.8.1's default 8-bit scheme quantizes (its
+# QuantizeAwareActivation; Activation layers also take relu6); used only to
+# name the layers once TFMOT has refused an activation without naming it.
+_QAT_ACTIVATIONS = frozenset({"linear", "relu", "swish", "gelu", "softmax",
+                              "sigmoid", "tanh"})
 
 
 def quantize(student, layers=None, preserve_sparsity="auto"):
@@ -72,11 +77,13 @@ def quantize(student, layers=None, preserve_sparsity="auto"):
         A ``tf_keras`` QAT model (layers wrapped as ``quant_<name>``).
 
     Raises:
-        TypeError: ``student`` is not a Keras model.
-        ValueError: The student cannot be converted or quantized:
-            subclassed or nested models, a layer TFMOT cannot quantize
-            (named, with what to do), an already quantization-aware model, unknown
-            ``layers``, or a bad ``preserve_sparsity``.
+        TypeError: ``student`` is not a Keras model, or is a distiller (pass
+            ``distiller.student``).
+        ValueError: The student cannot be converted or quantized: not
+            built, subclassed or nested models, a layer (or a layer's
+            activation) TFMOT cannot quantize (named, with what to do), an
+            already quantization-aware model, unknown ``layers``, or a bad
+            ``preserve_sparsity``.
 
     Example:
     >>> import keras
@@ -86,7 +93,7 @@ def quantize(student, layers=None, preserve_sparsity="auto"):
     >>> [type(layer).__name__ for layer in qat.layers]
     ['QuantizeLayer', 'QuantizeWrapperV2', 'QuantizeWrapperV2', 'QuantizeWrapperV2']
     """
-    _compat.model_flavour(student, "student")
+    _introspect.check_model(student, "student", "quantize")
     if preserve_sparsity not in _PRESERVE or isinstance(preserve_sparsity, int) and \
             not isinstance(preserve_sparsity, bool):
         raise ValueError(
@@ -99,6 +106,7 @@ def quantize(student, layers=None, preserve_sparsity="auto"):
             "TFMOT quantize wrappers): train it as it is, or quantize the float "
             "model."
         )
+    check_built(student, "student", "quantize")
     tfmot = import_tfmot()
     model = to_tf_keras(student)
     graph_model_or_raise(model, "quantize")
@@ -153,6 +161,16 @@ def quantize(student, layers=None, preserve_sparsity="auto"):
             "QuantizeConfig."
         ) from error
     except (ValueError, TypeError) as error:
+        unsupported = _unsupported_activations(model, selected) if \
+            "ctivation" in str(error) else []
+        if unsupported:
+            raise ValueError(
+                f"TFMOT cannot quantize the activation of layer(s) "
+                f"{', '.join(unsupported)} of model {model.name!r}: its 8-bit "
+                f"QAT supports {', '.join(sorted(_QAT_ACTIVATIONS))} only. Use "
+                "one of those activations, or quantize the other layers only "
+                "with `layers=[...]`."
+            ) from error
         raise ValueError(
             f"TFMOT could not quantize model {model.name!r}: {error}"
         ) from error
@@ -173,7 +191,8 @@ def check_float_teacher(teacher):
         ``teacher``, unchanged.
 
     Raises:
-        TypeError: ``teacher`` is not a Keras model.
+        TypeError: ``teacher`` is not a Keras model, or is a distiller (pass
+            ``distiller.student``).
         ValueError: It holds quantize wrappers or quantized layers (named).
 
     Example:
@@ -182,7 +201,7 @@ def check_float_teacher(teacher):
     >>> check_float_teacher(teacher) is teacher
     True
     """
-    _compat.model_flavour(teacher, "teacher")
+    _introspect.check_model(teacher, "teacher", "distil from")
     modules = list(_introspect.iter_submodules(teacher))
     quantized = [m.name for m in modules if type(m).__name__ in _QUANTIZED_CLASSES]
     quantized += [m.name for m in modules
@@ -233,11 +252,25 @@ def qat_distiller(student, teacher, *, layers=None, preserve_sparsity="auto",
     from keras_distill.distiller import Distiller
 
     check_float_teacher(teacher)
+    _introspect.check_model(student, "student", "quantize")
     if not _introspect.holds(student, _QUANTIZED_CLASSES):
         student = quantize(student, layers=layers, preserve_sparsity=preserve_sparsity)
     elif _compat.flavour_of(student) != _compat.TF_KERAS:
         raise ValueError("A quantization-aware student must be a tf_keras model.")
     return Distiller(student=student, teacher=teacher, **distiller_kwargs)
+
+
+def _unsupported_activations(model, selected):
+    """``"'name' (activation)"`` for the layers whose activation TFMOT's
+    8-bit scheme does not quantize."""
+    found = []
+    for layer in model.layers:
+        name = getattr(getattr(layer, "activation", None), "__name__", None)
+        extra = {"relu6"} if type(layer).__name__ == "Activation" else set()
+        if name and name not in _QAT_ACTIVATIONS | extra and (
+                selected is None or layer.name in selected):
+            found.append(f"{layer.name!r} ({name})")
+    return found
 
 
 def _reject_nested(model):

@@ -325,7 +325,7 @@ def test_subclassed_student_and_distiller_are_refused():
     with pytest.raises(ValueError, match="already pruned"):
         pruning.prune(distiller.student, schedule="constant")
     plain = Distiller(pruning.strip(distiller.student), teacher_model())
-    with pytest.raises(ValueError, match=r"Distiller: pass its student"):
+    with pytest.raises(TypeError, match=r"is a Distiller .*pass `distiller\.student`"):
         pruning.prune(plain, schedule="constant")
 
 

@@ -1,6 +1,8 @@
 """Checks shared by the pruning modules: arguments, and models TFMOT can take."""
 
 import numbers
+import os
+import tempfile
 import warnings
 
 from keras_distill import _compat, _introspect
@@ -71,6 +73,58 @@ def check_ratios(ratios):
     if not ratios or not all(0.0 < r < 1.0 for r in ratios):
         raise ValueError(f"`ratios` must be numbers in (0, 1), got {ratios!r}.")
     return sorted(set(ratios))
+
+
+def check_writable(path, argument):
+    """Returns ``path`` (a str) if a file can be written there, else raises.
+
+    The folder is created if missing; a file is created and removed in it
+    to be sure (permissions, read-only disks), so a long computation does
+    not end in a failed write.
+
+    Example:
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> check_writable(os.path.join(folder, "a", "s.json"), "path").endswith("s.json")
+    True
+    """
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"`{argument}` must be a file path (str or os.PathLike), "
+                        f"got {type(path).__name__}.") from None
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"`{argument}`={path!r} is a directory: give a file name.")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".keras_distill-check-")
+        os.close(handle)
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(
+            f"`{argument}`={path!r} cannot be written: its folder {folder} does "
+            f"not accept new files ({error.strerror or error}). Choose a folder "
+            "you can write to, or fix its permissions."
+        ) from None
+    return path
+
+
+def check_built(model, argument, action):
+    """Raises unless ``model`` is built (its weights exist).
+
+    Example:
+    >>> import keras
+    >>> check_built(keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)]),
+    ...             "student", "prune")
+    """
+    if not model.built:
+        raise ValueError(
+            f"`{argument}` ({model.name!r}) is not built, so it has no weights "
+            f"to {action}: start it with an Input layer (`keras.Input(shape)`, "
+            "or `input_shape=` on the first tf_keras layer), or call "
+            "`model.build(input_shape)` (or the model on a batch) first."
+        )
 
 
 def reject_wrapped(model, action):

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from keras_distill import _compat, _io
+from keras_distill import _introspect, _io
 from keras_distill.pruning import _checks
 from keras_distill.pruning.sparsity import kernel_layers
 
@@ -59,9 +59,13 @@ def sensitivity(model, eval_fn, layers=None, ratios=DEFAULT_RATIOS,
         {"accuracy": float, "loss": float}}}, ...}``, the same as saved.
 
     Raises:
+        TypeError: ``model`` is not a Keras model, or is a distiller (pass
+            ``distiller.student``: the teacher's layers would be measured
+            too); ``layers`` is a string, not a list.
         ValueError: Unknown layer names, bad ratios, ``eval_fn`` returned
-            something that is not a finite number, or ``path`` holds results
-            for another model.
+            something that is not a finite number, ``path`` holds results
+            for another model, or its folder cannot be written (checked
+            before the first measurement).
 
     Example:
     >>> import keras, numpy as np, os, tempfile
@@ -76,14 +80,20 @@ def sensitivity(model, eval_fn, layers=None, ratios=DEFAULT_RATIOS,
     >>> results["baseline"], sorted(results["layers"]["logits"])
     (1.0, ['0.5', '0.9'])
     """
-    _compat.model_flavour(model, "model")
+    _introspect.check_model(model, "model", "measure")
     if not callable(eval_fn):
         raise TypeError(f"`eval_fn` must be callable, got {type(eval_fn).__name__}.")
     ratios = _checks.check_ratios(ratios)
+    if path is not None:
+        _checks.check_writable(path, "path")
     candidates = {name: kernels for name, _, _, kernels in kernel_layers(model)}
     if layers is None:
         names = list(candidates)
     else:
+        if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+            raise TypeError(
+                f"`layers` must be a list of layer names, got {layers!r}; "
+                f"e.g. layers=[{layers!r}] for one layer.")
         names = [getattr(item, "name", item) for item in layers]
         unknown = [n for n in names if n not in candidates]
         if unknown:
@@ -198,6 +208,7 @@ def plot_sensitivity(results, png_path):
     from matplotlib.figure import Figure
 
     results = _results(results)
+    png_path = _checks.check_writable(png_path, "png_path")
     figure = Figure(figsize=(6.4, 4.4), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
@@ -290,17 +301,47 @@ def _load_results(path, fingerprint):
 def _save_results(results, path):
     if path is None:
         return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     _io.atomic_write(path, json.dumps(results, indent=1, sort_keys=True))
 
 
 def _results(results):
+    where = "`results`"
     if isinstance(results, (str, os.PathLike)):
-        with open(results, encoding="utf-8") as file:
-            results = json.load(file)
-    if not isinstance(results, dict) or not isinstance(results.get("layers"), dict):
+        where = f"`results`={os.fspath(results)!r}"
+        try:
+            with open(results, encoding="utf-8") as file:
+                results = json.load(file)
+        except OSError as error:
+            raise ValueError(
+                f"{where} cannot be read ({error.strerror or error}): give the "
+                "JSON file `sensitivity(..., path=...)` wrote."
+            ) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"{where} is not valid JSON ({error}): the file is damaged or "
+                "not a sensitivity results file; run `sensitivity` again."
+            ) from None
+    layers = results.get("layers") if isinstance(results, dict) else None
+    if not isinstance(layers, dict) or not all(
+            isinstance(measured, dict) and all(
+                _is_ratio(r) and isinstance(v, dict) and _is_number(v.get("loss"))
+                for r, v in measured.items())
+            for measured in layers.values()):
         raise ValueError(
-            "`results` must be what `sensitivity` returned (a dict with "
-            "'layers') or the path of its JSON file."
+            f"{where} must be what `sensitivity` returned (a dict with "
+            "'layers': {name: {ratio: {'loss': number, ...}}}) or the path of "
+            "its JSON file."
         )
     return results
+
+
+def _is_ratio(text):
+    try:
+        return 0.0 < float(text) < 1.0
+    except (TypeError, ValueError):
+        return False
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and \
+        math.isfinite(value)

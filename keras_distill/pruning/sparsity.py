@@ -8,7 +8,7 @@ quantize wrappers (the weights a layer computes with: kernel times mask).
 
 import numpy as np
 
-from keras_distill import _compat, _introspect
+from keras_distill import _introspect
 from keras_distill._compat import import_tfmot
 from keras_distill.pruning import _checks
 from keras_distill.pruning.callbacks import pruning_wrappers
@@ -33,7 +33,8 @@ def strip(model):
         A ``tf_keras`` model of the same architecture without wrappers.
 
     Raises:
-        TypeError: ``model`` is not a Keras model.
+        TypeError: ``model`` is not a Keras model, or is a distiller (pass
+            ``distiller.student``).
         ValueError: The wrappers are nested where TFMOT's ``strip_pruning``
             cannot reach (custom layers, subclassed models).
 
@@ -46,7 +47,7 @@ def strip(model):
     >>> [layer.name for layer in stripped.layers]
     ['logits']
     """
-    _compat.model_flavour(model, "model")
+    _introspect.check_model(model, "model", "strip")
     wrappers = pruning_wrappers(model)
     if not wrappers:
         return model
@@ -89,7 +90,8 @@ def sparsity_report(model):
     prefixes removed), so reports before and after `strip` or QAT compare.
 
     Args:
-        model: A Keras model of either flavour.
+        model: A Keras model of either flavour (not a distiller, whose
+            teacher would be counted too: pass ``distiller.student``).
 
     Returns:
         ``{layer name: sparsity}`` in layer order.
@@ -110,7 +112,7 @@ def total_sparsity(model):
     """Fraction of exact zeros over all kernel weights (see `sparsity_report`).
 
     Args:
-        model: A Keras model of either flavour.
+        model: A Keras model of either flavour (not a distiller).
 
     Returns:
         A float in ``[0, 1]`` (0 for a model without kernels).
@@ -128,6 +130,7 @@ def total_sparsity(model):
 
 
 def _zero_counts(model):
+    _introspect.check_model(model, "model", "count the zeros of")
     rows = []
     for name, wrapper, _, kernels in kernel_layers(model):
         masks = _masks(wrapper)

@@ -6,12 +6,14 @@ layers TFMOT can prune. TFMOT is imported inside the functions only.
 """
 
 import numbers
+import warnings
 
 from keras_distill import _compat, _introspect, _validation
 from keras_distill._compat import import_tfmot
 from keras_distill.convert import to_tf_keras
 from keras_distill.pruning import _checks
 from keras_distill.pruning.callbacks import pruning_wrappers
+from keras_distill.pruning.sparsity import kernel_layers
 
 SCHEDULES = ("polynomial", "constant")
 """The pruning schedules `prune` knows."""
@@ -23,18 +25,25 @@ def prune(student, target_sparsity=0.5, *, schedule="polynomial", begin_step=0,
           layers=None):
     """Returns a copy of ``student`` whose layers are magnitude-pruned in training.
 
-    Each prunable layer (Dense, Conv*, DepthwiseConv2D, SeparableConv*,
-    Embedding, ...) is wrapped with TFMOT's ``PruneLowMagnitude``: while the
-    model trains, the smallest-magnitude weights of its kernel are masked to
-    zero following a schedule, so the student learns to do without them.
-    Train the result in a `keras_distill.Distiller` (or alone) with
+    Each prunable layer (Dense, Conv1D/2D/3D and their transposes, the
+    pointwise kernel of SeparableConv1D/2D, Embedding, ...) is wrapped with
+    TFMOT's ``PruneLowMagnitude``: while the model trains, the
+    smallest-magnitude weights of its kernel are masked to zero following a
+    schedule, so the student learns to do without them. Train the result in
+    a `keras_distill.Distiller` (or alone) with
     ``callbacks=pruning_callbacks(model)``, then `strip` it.
+
+    TFMOT cannot prune ``DepthwiseConv2D`` kernels, nor the depthwise kernel
+    of ``SeparableConv*``: they stay dense, and a warning names them with the
+    sparsity the model's kernels (as `sparsity_report` counts them) will
+    actually reach overall, below the target.
 
     Schedules (steps count training batches, starting from the first batch
     this model trains on):
 
     - ``"polynomial"`` (Zhu & Gupta 2017, TFMOT ``PolynomialDecay``): the
-      sparsity rises from ``initial_sparsity`` to ``target_sparsity`` as
+      sparsity rises from ``initial_sparsity`` (at most the target) to
+      ``target_sparsity`` as
       ``target + (initial - target) * (1 - p) ** power`` with ``p`` going
       from 0 at ``begin_step`` to 1 at ``end_step``, re-computing the mask
       every ``frequency`` batches; from ``end_step`` on the mask is fixed.
@@ -86,12 +95,17 @@ def prune(student, target_sparsity=0.5, *, schedule="polynomial", begin_step=0,
         ``student`` and every wrapper's step at 0.
 
     Raises:
-        TypeError: ``student`` is not a Keras model.
+        TypeError: ``student`` is not a Keras model, or is a distiller
+            (pass ``distiller.student``).
         ValueError: The student cannot be converted or wrapped (subclassed,
-            custom layers, a Distiller), is already pruned or
+            custom layers), is not built, is already pruned or
             quantization-aware, has nothing prunable, ``layers`` names an
             unknown or unprunable layer, or an argument is out of range
             (the message names it).
+
+    Warns:
+        UserWarning: Some kernels cannot be pruned (``DepthwiseConv2D``...):
+            the layers, and the overall sparsity reached.
 
     Example:
     >>> import keras
@@ -102,7 +116,7 @@ def prune(student, target_sparsity=0.5, *, schedule="polynomial", begin_step=0,
     >>> [layer.name for layer in pruned.layers]
     ['prune_low_magnitude_hidden', 'prune_low_magnitude_logits']
     """
-    _compat.model_flavour(student, "student")
+    _introspect.check_model(student, "student", "prune")
     targets = _checks.check_targets(target_sparsity, layers)
     _validation.check_choice(schedule, SCHEDULES, "schedule")
     m_by_n = _checks.check_m_by_n(sparsity_m_by_n, target_sparsity)
@@ -112,9 +126,18 @@ def prune(student, target_sparsity=0.5, *, schedule="polynomial", begin_step=0,
         if value is not None:
             _checks.check_int(value, name, 1)
     _checks.check_fraction(initial_sparsity, "initial_sparsity")
+    lowest = min(targets.values()) if isinstance(targets, dict) else targets
+    if schedule == "polynomial" and m_by_n is None and initial_sparsity > lowest:
+        raise ValueError(
+            f"`initial_sparsity`={initial_sparsity} is above the target "
+            f"sparsity {lowest}: the polynomial schedule only raises the "
+            "sparsity. Lower `initial_sparsity` (default 0) or raise "
+            "`target_sparsity`."
+        )
     if not (isinstance(power, numbers.Real) and power > 0):
         raise ValueError(f"`power` must be a positive number, got {power!r}.")
     block_size = _checks.check_block_size(block_size)
+    _checks.check_built(student, "student", "prune")
     _checks.reject_wrapped(student, "prune")
 
     tfmot = import_tfmot()
@@ -129,9 +152,11 @@ def prune(student, target_sparsity=0.5, *, schedule="polynomial", begin_step=0,
     if not selected:
         raise ValueError(
             f"Model {model.name!r} has no layer TFMOT can prune (prunable: "
-            "layers with kernels such as Dense, Conv1D/2D, DepthwiseConv2D, "
-            "SeparableConv2D, Embedding). Nothing to do."
+            "layers with kernels such as Dense, Conv1D/2D, SeparableConv2D, "
+            "Embedding; not DepthwiseConv2D). Nothing to do."
         )
+    _warn_dense_kernels(tfmot, model, selected, layers is None and not isinstance(
+        targets, dict), m_by_n, target_sparsity)
     if m_by_n is not None and begin_step != 0:
         raise ValueError(
             "TFMOT fixes the sparsity_m_by_n mask on the first batch: "
@@ -209,6 +234,47 @@ def _make_schedule(tfmot, schedule, sparsity, initial, power, begin, end, epochs
         begin_step=int(start), end_step=int(end), power=float(power),
         frequency=frequency)
 
+
+
+def _warn_dense_kernels(tfmot, model, selected, all_layers, m_by_n, target):
+    """Warns when kernels the user meant to prune stay dense (TFMOT has no
+    prunable weights for DepthwiseConv2D, nor for SeparableConv's depthwise
+    kernel), with the sparsity the model's kernels reach overall."""
+    total = zeros = 0
+    dense = []
+    for name, _, layer, kernels in kernel_layers(model):
+        pruned = _prunable_weight_ids(tfmot, layer) if name in selected else set()
+        left = [k for k in kernels if id(k) not in pruned]
+        sparsity = m_by_n[0] / m_by_n[1] if m_by_n else selected.get(name, 0.0)
+        total += sum(int(k.shape.num_elements()) for k in kernels)
+        zeros += sparsity * sum(int(k.shape.num_elements()) for k in kernels
+                                if id(k) in pruned)
+        if left and (all_layers or name in selected):
+            what = ", ".join(k.name.split("/")[-1].split(":")[0] for k in left)
+            dense.append(f"{name!r} ({type(layer).__name__}: {what})")
+    if not dense or not total:
+        return
+    asked = "" if isinstance(target, dict) else (
+        f", not the {(m_by_n[0] / m_by_n[1] if m_by_n else target):.1%} asked")
+    warnings.warn(
+        f"prune: TFMOT cannot prune the kernels of {', '.join(dense)}: they "
+        f"stay dense, so the model's kernels will be {zeros / total:.1%} zeros "
+        f"overall once the schedule ends{asked} (the pruned layers reach "
+        "their target; check with keras_distill.pruning.sparsity_report).",
+        UserWarning, stacklevel=3)
+
+
+def _prunable_weight_ids(tfmot, layer):
+    """``id``s of the weights TFMOT prunes in ``layer``."""
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+
+    if hasattr(layer, "get_prunable_weights"):  # a PrunableLayer
+        return {id(w) for w in layer.get_prunable_weights()}
+    try:
+        names = prune_registry.PruneRegistry._weight_names(layer)
+    except (KeyError, AttributeError):  # RNN layers: pruned through their cells
+        return {id(w) for w in layer.weights}
+    return {id(getattr(layer, name)) for name in names}
 
 
 def _supports_pruning(tfmot, layer):
