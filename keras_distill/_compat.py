@@ -10,8 +10,12 @@ that needs to know which one it holds asks this module.
 so importing keras_distill does not load Keras 2 or TFMOT.
 """
 
+import builtins
+import dis
+import functools
 import os
 import sys
+import types
 
 KERAS3 = "keras"
 TF_KERAS = "tf_keras"
@@ -78,6 +82,28 @@ def _flavour_of_instance(obj, base_class):
     if tf_keras is not None and isinstance(obj, base_class(tf_keras)):
         return TF_KERAS
     return None
+
+
+def flavour_of_instance(obj, module, name):
+    """Which flavour's ``<module>.<name>`` class ``obj`` is an instance of.
+
+    Args:
+        obj: Any object.
+        module: The Keras submodule, e.g. ``"optimizers"``.
+        name: The class in it, e.g. ``"Optimizer"``.
+
+    Returns:
+        ``"keras"``, ``"tf_keras"`` or ``None``.
+
+    Example:
+    >>> import keras
+    >>> flavour_of_instance(keras.optimizers.Adam(), "optimizers", "Optimizer")
+    'keras'
+    >>> flavour_of_instance("adam", "optimizers", "Optimizer") is None
+    True
+    """
+    return _flavour_of_instance(
+        obj, lambda k: getattr(getattr(k, module), name))
 
 
 def flavour_of_loss(obj):
@@ -218,9 +244,18 @@ def _outputs_of(layer):
 def ends_in_softmax(model):
     """Tells whether a model's last layer applies a softmax.
 
-    Detected: a ``Softmax`` layer, an ``Activation("softmax")`` layer, or any
-    layer (``Dense``, ``Conv2D``, ...) built with ``activation="softmax"``, in
-    either Keras flavour. Nested models are followed into their last layer.
+    The function object is inspected, never its name: a ``Softmax`` layer,
+    an ``Activation`` layer or any layer (``Dense``, ``Conv2D``, ...) whose
+    activation is a softmax (``"softmax"``, ``keras.activations.softmax``,
+    ``keras.ops.softmax``, ``tf.nn.softmax``, ``tf_keras``'s, ``jax.nn``'s),
+    a ``Lambda`` of one of these, and a ``Lambda`` or activation function
+    (``lambda z: tf.nn.softmax(z)``, a ``def``) whose returned value is such
+    a call, in either Keras flavour. Nested models are followed into their
+    last layer; in a ``Sequential`` model, layers that are the identity at
+    inference (``Dropout``, ``GaussianNoise``, ``Activation("linear")``,
+    ...) after the softmax are looked through. A function that computes a
+    softmax by hand (``exp(z) / sum(exp(z))``) is not recognised: the
+    distillers also check the teacher's first batch numerically.
 
     Args:
         model: A Keras model of either flavour.
@@ -235,21 +270,230 @@ def ends_in_softmax(model):
     ...                       keras.layers.Dense(2, activation="softmax")])
     >>> ends_in_softmax(m)
     True
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2),
+    ...                       keras.layers.Lambda(lambda z: keras.ops.softmax(z))])
+    >>> ends_in_softmax(m)
+    True
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2),
+    ...                       keras.layers.Activation(keras.ops.log_softmax)])
+    >>> ends_in_softmax(m)
+    False
     """
     layer = output_layer(model)
     if layer is None:
         return None
+    layers = getattr(model, "layers", None)
+    if type(model).__name__ == "Sequential" and isinstance(layers, list):
+        index = next((i for i, l in enumerate(layers) if l is layer), None)
+        while index and _is_identity_at_inference(layers[index]):
+            index -= 1
+            layer = layers[index]
     if flavour_of(layer) is not None and hasattr(layer, "layers") and (
         layer is not model
     ):
         return ends_in_softmax(layer)
-    if type(layer).__name__ == "Softmax":
+    return _layer_applies_softmax(layer)
+
+
+def _layer_classes(*names):
+    """The layer classes ``names`` of every loaded Keras flavour."""
+    import keras
+
+    found = []
+    for module in (keras, sys.modules.get("tf_keras")):
+        if module is not None:
+            found += [getattr(module.layers, n) for n in names
+                      if hasattr(module.layers, n)]
+    return tuple(found)
+
+
+def _is_identity_at_inference(layer):
+    """Dropout, noise and regularisation layers, ``Activation("linear")``."""
+    if isinstance(layer, _layer_classes(
+        "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+        "GaussianNoise", "GaussianDropout", "AlphaDropout",
+        "ActivityRegularization", "Identity",
+    )):
         return True
-    activation = getattr(layer, "activation", None)
-    name = getattr(activation, "__name__", None)
-    if name is None and isinstance(activation, str):
-        name = activation
-    return name == "softmax"
+    if isinstance(layer, _layer_classes("Activation")):
+        import keras
+
+        activation = layer.activation
+        linear = [None, keras.activations.linear]
+        if "tf_keras" in sys.modules:
+            linear.append(sys.modules["tf_keras"].activations.linear)
+        return activation == "linear" or any(activation is f for f in linear)
+    return False
+
+
+def _layer_applies_softmax(layer):
+    if isinstance(layer, _layer_classes("Softmax")):
+        return True
+    if isinstance(layer, _layer_classes("Lambda")):
+        return is_softmax_function(getattr(layer, "function", None))
+    inner = getattr(layer, "layer", None)  # TimeDistributed, Bidirectional
+    if flavour_of(inner) is not None:
+        return _layer_applies_softmax(inner)
+    return is_softmax_function(getattr(layer, "activation", None))
+
+
+def _softmax_functions():
+    """Every softmax function of the loaded libraries (and what they wrap)."""
+    import keras
+
+    found = [keras.activations.softmax, keras.ops.softmax, keras.ops.nn.softmax]
+    paths = {
+        "tensorflow": ("nn.softmax", "math.softmax", "compat.v1.nn.softmax",
+                       "compat.v1.math.softmax"),
+        "tf_keras": ("activations.softmax", "backend.softmax"),
+        "jax": ("nn.softmax",),
+        "torch": ("softmax", "nn.functional.softmax"),
+    }
+    for module_name, names in paths.items():
+        module = sys.modules.get(module_name)
+        for path in names if module is not None else ():
+            obj = module
+            for part in path.split("."):
+                obj = getattr(obj, part, None)
+            if obj is not None:
+                found.append(obj)
+    for fn in list(found):
+        while getattr(fn, "__wrapped__", None) is not None:
+            fn = fn.__wrapped__
+            found.append(fn)
+    return found
+
+
+def is_softmax_function(fn, _depth=0):
+    """Whether ``fn`` is (or returns the result of) a known softmax function.
+
+    Known: the softmax of ``keras.activations``, ``keras.ops``, ``tf.nn``,
+    ``tf.math``, ``tf_keras``, ``jax.nn`` (and ``torch``), by identity, also
+    inside ``functools.partial``; the string ``"softmax"``; and a Python
+    function (a ``lambda`` or a ``def``) whose returned value is a call of
+    one of these (read from its bytecode, following calls of other Python
+    functions three levels deep). Anything else, e.g. ``log_softmax`` or a
+    softmax computed by hand, is ``False``.
+
+    Args:
+        fn: An activation, a ``Lambda``'s function, a string or ``None``.
+
+    Returns:
+        ``True`` or ``False``.
+
+    Example:
+    >>> import keras
+    >>> is_softmax_function(keras.ops.softmax), is_softmax_function("relu")
+    (True, False)
+    >>> is_softmax_function(lambda z: keras.activations.softmax(z, axis=-1))
+    True
+    >>> is_softmax_function(lambda z: keras.ops.log(keras.ops.softmax(z)))
+    False
+    """
+    if fn is None:
+        return False
+    if isinstance(fn, str):
+        return fn.lower() == "softmax"
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    candidates = [fn]
+    while getattr(candidates[-1], "__wrapped__", None) is not None:
+        candidates.append(candidates[-1].__wrapped__)
+    known = _softmax_functions()
+    if any(c is k for c in candidates for k in known):
+        return True
+    if _depth >= 3 or not isinstance(fn, types.FunctionType):
+        return False
+    callee = _returned_call(fn)
+    return callee is not None and is_softmax_function(callee, _depth + 1)
+
+
+_UNKNOWN = object()  # a value the bytecode walk cannot know
+_NULL = object()
+_CALLS = ("CALL", "CALL_FUNCTION", "CALL_METHOD", "CALL_FUNCTION_KW", "CALL_KW")
+_NO_EFFECT = ("RESUME", "NOP", "PRECALL", "KW_NAMES", "CACHE", "EXTENDED_ARG",
+              "COPY_FREE_VARS", "MAKE_CELL", "PUSH_EXC_INFO", "NOT_TAKEN")
+
+
+class _Result:
+    """The value a call of ``callee`` returned."""
+
+    def __init__(self, callee):
+        self.callee = callee
+
+
+def _returned_call(fn):
+    """The function whose call ``fn`` returns, read from its bytecode, or
+    ``None`` (branches, unknown operations, anything not a plain call)."""
+    code = fn.__code__
+    closure = dict(zip(code.co_freevars, [
+        _cell_value(c) for c in (fn.__closure__ or ())]))
+    stack, local = [], {}
+    jumps = set(dis.hasjrel) | set(dis.hasjabs)
+    try:
+        for ins in dis.get_instructions(code):
+            op = ins.opname
+            if ins.opcode in jumps or op.startswith(("JUMP", "POP_JUMP")):
+                return None
+            if op == "RETURN_VALUE":
+                top = stack[-1]
+                return top.callee if isinstance(top, _Result) else None
+            if op in _NO_EFFECT:
+                continue
+            if op in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF"):
+                value = _resolve(fn, ins.argval, closure, op)
+                effect = dis.stack_effect(ins.opcode, ins.arg)
+                stack += [_NULL] * (effect - 1) + [value]
+            elif op in ("LOAD_ATTR", "LOAD_METHOD"):
+                owner = stack.pop()
+                value = _UNKNOWN
+                if owner is not _UNKNOWN and owner is not _NULL and (
+                    not isinstance(owner, _Result)):
+                    value = getattr(owner, ins.argval, _UNKNOWN)
+                effect = dis.stack_effect(ins.opcode, ins.arg)
+                stack += [value] + [_UNKNOWN] * effect
+            elif op == "PUSH_NULL":
+                stack.append(_NULL)
+            elif op in ("LOAD_FAST", "LOAD_FAST_CHECK"):
+                stack.append(local.get(ins.argval, _UNKNOWN))
+            elif op == "STORE_FAST":
+                local[ins.argval] = stack.pop()
+            elif op in _CALLS:
+                count = ins.arg + 2 + (op == "CALL_KW")
+                items = stack[-count:]
+                if len(items) != count:
+                    return None
+                del stack[-count:]
+                callee = items[1] if items[0] is _NULL else items[0]
+                known = callee is not _UNKNOWN and callee is not _NULL
+                stack.append(_Result(callee) if known else _UNKNOWN)
+            else:
+                effect = dis.stack_effect(
+                    ins.opcode, ins.arg if ins.opcode >= dis.HAVE_ARGUMENT
+                    else None)
+                if effect < 0:
+                    del stack[effect:]
+                if effect <= 0 and stack:
+                    stack[-1] = _UNKNOWN
+                stack += [_UNKNOWN] * max(effect, 0)
+    except (IndexError, ValueError, TypeError):
+        return None
+    return None
+
+
+def _cell_value(cell):
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell
+        return _UNKNOWN
+
+
+def _resolve(fn, name, closure, op):
+    if op == "LOAD_DEREF":
+        return closure.get(name, _UNKNOWN)
+    if name in fn.__globals__:
+        return fn.__globals__[name]
+    return getattr(builtins, name, _UNKNOWN)
 
 
 def single_output_shape(model):

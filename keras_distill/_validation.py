@@ -10,12 +10,21 @@ Example:
 >>> check_temperature(0, "temperature")
 Traceback (most recent call last):
 ...
-ValueError: `temperature` must be a positive finite number, got 0. ...
+ValueError: `temperature` must be between 0.01 and 1000, got 0. ...
 """
 
+import inspect
 import math
 import numbers
 import re
+import sys
+
+# The temperatures accepted: T² and logits / T stay far inside float32's
+# range (T = 1e20 overflows T², T = 1e-45 overflows logits / T, and a large
+# T loses the loss in float32 rounding), and every published setting
+# (T = 1 to 20, sharpening with T < 1) fits.
+MIN_TEMPERATURE = 0.01
+MAX_TEMPERATURE = 1000.0
 
 
 def _is_number(value):
@@ -23,21 +32,34 @@ def _is_number(value):
 
 
 def check_temperature(value, argument):
-    """A positive finite number (a softening temperature).
+    """A softening temperature: a number in [`MIN_TEMPERATURE`,
+    `MAX_TEMPERATURE`] = [0.01, 1000].
+
+    Outside this range float32 breaks down: ``T**2`` overflows for
+    T > 1.8e19, ``logits / T`` for tiny T, and for T > 1000 the softened
+    distributions are so flat that the loss drowns in rounding.
 
     Example:
     >>> check_temperature(4, "temperature")
     4.0
+    >>> check_temperature(1e20, "temperature")
+    Traceback (most recent call last):
+    ...
+    ValueError: `temperature` must be between 0.01 and 1000, got 1e+20. ...
     """
     if not _is_number(value):
         raise TypeError(
-            f"`{argument}` must be a positive finite number, got {value!r} "
-            f"of type {type(value).__name__}."
+            f"`{argument}` must be a number between {MIN_TEMPERATURE:g} and "
+            f"{MAX_TEMPERATURE:g} (a Python float such as 4.0), got "
+            f"{value!r} of type {type(value).__name__}."
         )
-    if not math.isfinite(value) or value <= 0:
+    if not (math.isfinite(value)
+            and MIN_TEMPERATURE <= value <= MAX_TEMPERATURE):
         raise ValueError(
-            f"`{argument}` must be a positive finite number, got {value!r}. "
-            "Typical distillation temperatures are between 1 and 20."
+            f"`{argument}` must be between {MIN_TEMPERATURE:g} and "
+            f"{MAX_TEMPERATURE:g}, got {value!r}. Outside this range float32 "
+            "overflows or loses the loss in rounding; typical distillation "
+            "temperatures are between 1 and 20."
         )
     return float(value)
 
@@ -49,16 +71,22 @@ def check_weight(value, argument):
     >>> check_weight(0.5, "alpha")
     0.5
     """
+    return float(_check_real(value, argument, "a non-negative finite number",
+                             lambda v: v >= 0))
+
+
+def _check_real(value, argument, wanted, valid, why=""):
+    """``value`` if it is a finite real number (not a bool) that ``valid``
+    accepts; else a ``TypeError`` / ``ValueError`` saying it must be
+    ``wanted`` (and ``why``)."""
     if not _is_number(value):
         raise TypeError(
-            f"`{argument}` must be a non-negative finite number, got "
-            f"{value!r} of type {type(value).__name__}."
+            f"`{argument}` must be {wanted}, got {value!r} of type "
+            f"{type(value).__name__}."
         )
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"`{argument}` must be a non-negative finite number, got {value!r}."
-        )
-    return float(value)
+    if not (math.isfinite(value) and valid(value)):
+        raise ValueError(f"`{argument}` must be {wanted}, got {value!r}{why}.")
+    return value
 
 
 def check_bool(value, argument):
@@ -136,3 +164,133 @@ def identifier(text):
     'backbone_conv3'
     """
     return re.sub(r"[^0-9A-Za-z_]", "_", text)
+
+
+def check_exponent(value, argument):
+    """A finite number >= 1 (the exponent of an attention map).
+
+    Example:
+    >>> check_exponent(2, "p")
+    2
+    >>> check_exponent(0.5, "p")
+    Traceback (most recent call last):
+    ...
+    ValueError: `p` must be a finite number >= 1, got 0.5 ...
+    """
+    return _check_real(
+        value, argument, "a finite number >= 1", lambda v: v >= 1,
+        " (|A|^p has an infinite gradient at 0 for p < 1; the paper uses "
+        "p = 2)")
+
+
+def check_callable(fn, argument, arguments, keywords=()):
+    """A callable that accepts ``arguments`` positional arguments (and the
+    keyword arguments ``keywords``), checked on its signature now rather
+    than when the first batch calls it.
+
+    Callables whose signature Python cannot read (some builtins) pass.
+
+    Example:
+    >>> fn = check_callable(lambda y_true, y_pred: 0.0, "student_loss_fn", 2)
+    >>> check_callable(lambda y: y, "student_loss_fn", 2)
+    Traceback (most recent call last):
+    ...
+    TypeError: `student_loss_fn` must accept 2 positional arguments, but it is <lambda>(y) ...
+    """
+    if not callable(fn):
+        raise TypeError(
+            f"`{argument}` must be callable, got {fn!r} of type "
+            f"{type(fn).__name__}."
+        )
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return fn
+    try:
+        signature.bind(*([None] * arguments), **dict.fromkeys(keywords))
+    except TypeError as error:
+        names = ", ".join(f"{k}=..." for k in keywords)
+        name = getattr(fn, "__qualname__", None) or type(fn).__name__
+        raise TypeError(
+            f"`{argument}` must accept {arguments} positional arguments"
+            + (f" and the keyword arguments {names}" if keywords else "")
+            + f", but it is {name}{signature} ({error})."
+        ) from None
+    return fn
+
+
+def check_compile_flavour(flavour, optimizer, metrics):
+    """Refuses an optimizer of the other Keras flavour, and Keras 3
+    metrics for a ``tf_keras`` distiller (Keras's own errors, "Could not
+    interpret optimizer identifier" or an ``AttributeError`` inside
+    ``fit``, do not say why).
+
+    Example:
+    >>> import keras
+    >>> check_compile_flavour("tf_keras", keras.optimizers.Adam(), None)
+    Traceback (most recent call last):
+    ...
+    TypeError: `optimizer` is a Keras 3 optimizer, but the student is a tf_keras model...
+    """
+    from keras_distill import _compat
+
+    names = {"keras": "Keras 3", "tf_keras": "tf_keras"}
+    found = _compat.flavour_of_instance(optimizer, "optimizers", "Optimizer")
+    if found is None and "tf_keras" in sys.modules:
+        legacy = sys.modules["tf_keras"].optimizers.legacy.Optimizer
+        found = _compat.TF_KERAS if isinstance(optimizer, legacy) else None
+    if found is not None and found != flavour:
+        raise TypeError(
+            f"`optimizer` is a {names[found]} optimizer, but the student is a "
+            f"{names[flavour]} model, and the distiller trains it with an "
+            f"optimizer of its flavour: pass e.g. "
+            f"{flavour}.optimizers.{type(optimizer).__name__}(...) "
+            "or a name such as 'adam'."
+        )
+    if flavour != _compat.TF_KERAS:
+        return
+    pending = [metrics]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending += list(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending += list(item)
+        elif _compat.flavour_of_instance(item, "metrics", "Metric") == (
+                _compat.KERAS3):
+            raise TypeError(
+                f"`metrics` holds the Keras 3 metric {item.name!r}, but the "
+                "student is a tf_keras model: pass "
+                f"tf_keras.metrics.{type(item).__name__}(...) or a name such "
+                "as 'accuracy'."
+            )
+
+
+def check_teacher_not_trained(student, teacher):
+    """Refuses a teacher whose weights are trainable weights of the student
+    (a teacher used as a layer of the student): distilling would train the
+    teacher along with the student, with no error.
+
+    Example:
+    >>> import keras
+    >>> teacher = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> student = keras.Sequential([keras.Input((3,)), teacher])
+    >>> check_teacher_not_trained(student, teacher)
+    Traceback (most recent call last):
+    ...
+    ValueError: The teacher ... is a part of the student ...
+    """
+    if not (student.built and teacher.built):
+        return  # an unbuilt tf_keras model has no weights to share yet
+    trainable = {id(w) for w in student.trainable_weights}
+    shared = [w for w in teacher.weights if id(w) in trainable]
+    if shared:
+        name = getattr(shared[0], "path", None) or shared[0].name
+        raise ValueError(
+            f"The teacher {teacher.name!r} is a part of the student "
+            f"{student.name!r} and would be trained with it ({len(shared)} of "
+            f"its weights, e.g. {name!r}, are trainable weights of the "
+            "student). Freeze it inside the student (set `trainable = False` "
+            "on that layer before compiling) or distil from a separate copy "
+            "(keras.models.clone_model and set_weights)."
+        )

@@ -12,6 +12,7 @@ Example:
 """
 
 from keras_distill import _compat
+from keras_distill._fit_checks import short
 from keras_distill.pairs import _shape, _static_shape
 
 
@@ -62,5 +63,13 @@ def make_adapter(spec, student_shape, target, flavour, name, where):
                 f"the student: build it with {flavour}.layers."
             )
     symbolic = k.Input(batch_shape=tuple(student_shape))
-    out = layer(symbolic)
+    try:
+        out = layer(symbolic)
+    except Exception as error:  # noqa: BLE001 - Keras's reason, in short
+        raise ValueError(
+            f"{where}: the adapter {layer.name!r} cannot take the student's "
+            f"features of shape {_shape(student_shape)}: {short(error)} Pass a "
+            f"new layer that maps them to {target} channels (it is built on "
+            "them), or adapter='auto'."
+        ) from None
     return layer, _static_shape(out)

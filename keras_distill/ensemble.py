@@ -9,6 +9,7 @@ average of their logits, a product of experts after softening);
 import keras
 
 from keras_distill import _compat
+from keras_distill._fit_checks import input_shape
 from keras_distill._validation import check_weight
 from keras_distill.core import DistillerCore, resolve_output_kind, single_tensor
 from keras_distill.distiller import Distiller
@@ -38,6 +39,25 @@ class EnsembleCore:
         self.teacher_kinds = tuple(kinds)
         if all(t.built for t in teachers):
             self.built = True
+
+    def map_teachers(self, fn):
+        """A new ensemble of ``fn(teacher)`` for every teacher, with the
+        same weights and output kinds (a low-precision or distributed copy
+        of each teacher; this ensemble and its teachers are not touched).
+
+        Example:
+        >>> import keras
+        >>> a = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+        >>> b = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+        >>> ens = teacher_ensemble([a, b], weights=[3, 1])
+        >>> copy = ens.map_teachers(keras.models.clone_model)
+        >>> copy.teacher_weights, copy.teachers[0] is a
+        ((0.75, 0.25), False)
+        """
+        copy = type(self)([fn(t) for t in self.teachers], self.teacher_weights,
+                          self.teacher_kinds, name=self.name)
+        copy._class_shape = getattr(self, "_class_shape", None)
+        return copy
 
     def call(self, x, training=False):
         total = None
@@ -93,8 +113,9 @@ def teacher_ensemble(teachers, weights=None, teacher_outputs="auto",
     mode on the same inputs.
 
     Args:
-        teachers: A list of Keras models of one flavour, each outputting one
-            score per class for the same classes.
+        teachers: A list of Keras models of one flavour, each taking inputs
+            of the same shape and outputting one score per class for the
+            same classes.
         weights: Non-negative weights, one per teacher (normalised to sum to
             1); default equal weights.
         teacher_outputs: ``"auto"``, ``"logits"`` or ``"probabilities"``, or
@@ -141,7 +162,8 @@ def teacher_ensemble(teachers, weights=None, teacher_outputs="auto",
     weights = [w / sum(weights) for w in weights]
     if isinstance(teacher_outputs, str):
         teacher_outputs = [teacher_outputs] * len(teachers)
-    if len(teacher_outputs) != len(teachers):
+    if not isinstance(teacher_outputs, (list, tuple)) or len(
+            teacher_outputs) != len(teachers):
         raise ValueError(
             f"`teacher_outputs` must be one value or one per teacher "
             f"({len(teachers)}), got {teacher_outputs!r}."
@@ -160,6 +182,7 @@ def teacher_ensemble(teachers, weights=None, teacher_outputs="auto",
                     f"{tuple(shapes[0])} and {tuple(shape)}: all teachers must "
                     "score the same classes."
                 ) from None
+    _check_input_shapes(teachers)
     if flavours[0] == _compat.KERAS3:
         cls = TeacherEnsemble
     else:
@@ -167,6 +190,24 @@ def teacher_ensemble(teachers, weights=None, teacher_outputs="auto",
     ensemble = cls(list(teachers), weights, kinds, name=name)
     ensemble._class_shape = next((s for s in shapes if s is not None), None)
     return ensemble
+
+
+def _check_input_shapes(teachers):
+    """Every teacher runs on the same inputs: their input shapes must agree."""
+    shapes = [input_shape(t) for t in teachers]
+    for i, shape in enumerate(shapes):
+        if shape is None or shapes[0] is None:
+            continue
+        if len(shape) != len(shapes[0]) or any(
+            a is not None and b is not None and a != b
+            for a, b in zip(shapes[0], shape)
+        ):
+            raise ValueError(
+                f"teachers[0] and teachers[{i}] take inputs of different "
+                f"shapes, {shapes[0]} and {shape}: every teacher of an "
+                "ensemble runs on the same inputs. Give them the same input "
+                "shape (e.g. resize inside the model)."
+            )
 
 
 class MultiTeacherCore(DistillerCore):
@@ -234,6 +275,9 @@ class MultiTeacherDistiller(MultiTeacherCore, Distiller):
         teacher_outputs: ``"auto"``, ``"logits"``, ``"probabilities"`` or a
             list of those, one per teacher.
         student_outputs, name: As for `Distiller`.
+        teacher_dtype: As for `Distiller`: ``"bfloat16"`` or ``"float16"``
+            runs every teacher in that precision (a private copy of each;
+            yours are not touched).
 
     Example:
     >>> import numpy as np, keras

@@ -35,6 +35,7 @@ import dataclasses
 import keras
 
 from keras_distill import losses as kd_losses
+from keras_distill.terms.base import crossentropy_from_logits
 
 ops = keras.ops
 
@@ -127,6 +128,92 @@ def _one(x):
 
 def _dtype(x):
     return keras.backend.standardize_dtype(x.dtype)
+
+
+def check_per_sample(values, batch, argument):
+    """Refuses a loss's values that cannot be one loss per sample: ``None``,
+    integers or booleans (no gradient), a first axis that is not the batch.
+
+    ``batch`` is the static batch size (``None`` when unknown: then only
+    the dtype is checked). A scalar passes (a property of the whole batch).
+
+    Example:
+    >>> import numpy as np
+    >>> check_per_sample(np.zeros(3), 4, "`student_loss_fn`")
+    Traceback (most recent call last):
+    ...
+    ValueError: `student_loss_fn` returned values of shape (3,) for a batch of 4 samples: ...
+    """
+    if values is None:
+        raise TypeError(
+            f"{argument} returned None. It must return a float tensor: one "
+            "loss per sample (shape (batch,)) or a scalar."
+        )
+    values = ops.convert_to_tensor(values)
+    dtype = _dtype(values)
+    if not keras.backend.is_float_dtype(dtype):
+        raise TypeError(
+            f"{argument} returned values of dtype {dtype}; a loss must be a "
+            "float tensor (integer or boolean values have no gradient). "
+            "Return e.g. keras.ops.cast(..., 'float32') of a differentiable "
+            "expression."
+        )
+    shape = tuple(values.shape)
+    if shape and batch is not None and shape[0] is not None and (
+            shape[0] != batch):
+        raise ValueError(
+            f"{argument} returned values of shape {shape} for a batch of "
+            f"{batch} samples: it must return one loss per sample (shape "
+            f"({batch},), extra axes are averaged) or a scalar. Did it "
+            "reduce over the batch axis (axis=0) instead of the class axis "
+            "(axis=-1)?"
+        )
+    return values
+
+
+def _static_batch(x):
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) == 0 or shape[0] is None:
+        return None
+    return int(shape[0])
+
+
+def check_from_logits(fn, kind, final, argument="student_loss_fn"):
+    """Refuses a categorical cross-entropy whose ``from_logits`` contradicts
+    the student's outputs (``kind``): a softmax applied twice, or logits
+    taken for probabilities, both train on a wrong loss without an error.
+
+    ``final``: the kind is settled (after the first batch was looked at);
+    before, only probabilities with ``from_logits=True`` are refused (a
+    softmax the static inspection missed may still turn logits into
+    probabilities).
+
+    Example:
+    >>> import keras
+    >>> check_from_logits(keras.losses.SparseCategoricalCrossentropy(),
+    ...                   "logits", final=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: `student_loss_fn` has from_logits=False ...
+    """
+    from_logits = crossentropy_from_logits(fn)
+    if from_logits is True and kind == "probabilities":
+        raise ValueError(
+            f"`{argument}` has from_logits=True, but the student ends in a "
+            "softmax (its outputs are probabilities), so the softmax would be "
+            "applied twice. Use from_logits=False, or remove the student's "
+            "final softmax."
+        )
+    if from_logits is False and kind == "logits" and final:
+        raise ValueError(
+            f"`{argument}` has from_logits=False (the default of Keras's "
+            "cross-entropies and of their names such as "
+            "'sparse_categorical_crossentropy'), but the student outputs "
+            "logits (no final softmax), which it would take for "
+            "probabilities. Use e.g. keras.losses."
+            "SparseCategoricalCrossentropy(from_logits=True); if the student "
+            "does end in a softmax, pass student_outputs='probabilities'."
+        )
 
 
 def weighted_mean(values, sample_weight=None, reduction="mean", scale=_one,
@@ -270,7 +357,10 @@ class Objective:
         """The student loss against the labels (this replica's share)."""
         from keras_distill.terms import per_sample_loss
 
-        values = per_sample_loss(self.student_loss_fn, y, student_out)
+        check_from_logits(self.student_loss_fn, self.student_kind, True)
+        values = check_per_sample(
+            per_sample_loss(self.student_loss_fn, y, student_out),
+            _static_batch(student_out), "`student_loss_fn`")
         return weighted_mean(values, sample_weight, self.student_reduction,
                              scale, "`student_loss_fn`")
 
@@ -289,8 +379,10 @@ class Objective:
             )
         t = to_logits(teacher_out, self.teacher_kind)
         s = to_logits(student_out, self.student_kind)
-        values = self.logit_term.per_sample(t, s, labels=y,
-                                            temperature=self.temperature)
+        values = check_per_sample(
+            self.logit_term.per_sample(t, s, labels=y,
+                                       temperature=self.temperature),
+            _static_batch(student_out), "`distillation_loss_fn`")
         value = weighted_mean(values, sample_weight,
                               self.distillation_reduction, scale,
                               "`distillation_loss_fn`")
@@ -308,9 +400,10 @@ class Objective:
             for key, adapter in zip(spec.student_keys, spec.adapters):
                 value = student_features[key]
                 s.append(value if adapter is None else adapter(value))
-            value = weighted_mean(spec.term.per_sample(*t, *s), sample_weight,
-                                  "mean", scale,
-                                  f"The feature loss of {spec.describe}")
+            where = f"The feature loss of {spec.describe}"
+            values = check_per_sample(spec.term.per_sample(*t, *s),
+                                      _static_batch(t[0]), where)
+            value = weighted_mean(values, sample_weight, "mean", scale, where)
             if self.check_numerics:
                 import tensorflow as tf
 

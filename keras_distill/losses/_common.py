@@ -114,19 +114,42 @@ def _as_float(*tensors):
 
 
 def _mean(x, axis=None, keepdims=False):
-    """``keras.ops.mean`` that keeps float64 precise on every backend.
+    """``keras.ops.mean`` that keeps float64 precise on every backend and
+    gives 0, not NaN, over no elements (an empty batch).
 
     On backends other than TensorFlow, Keras's type promotion maps float64
     to float32, so ``keras.ops.mean`` of a float64 tensor is computed in
     float32 (and cast back). A sum divided by the count is exact float64.
+    A count known only at run time (``tf.function`` with an unknown batch
+    size) is divided with ``divide_no_nan``, so XLA compiles it too.
+
+    Example:
+    >>> import numpy as np
+    >>> float(_mean(ops.zeros((0, 3)))), float(_mean(np.ones((2, 3))))
+    (0.0, 1.0)
     """
+    shape = _static_shape(x)
+    rank = None if shape is None else len(shape)
+    if rank is None:  # only in TensorFlow graphs
+        total = ops.sum(x, axis=axis, keepdims=keepdims)
+        count = ops.cast(ops.size(x), total.dtype) / ops.cast(
+            ops.size(total), total.dtype)
+        return ops.divide_no_nan(total, count)
+    axes = range(rank) if axis is None else (
+        (axis,) if isinstance(axis, int) else axis)
+    dims = [shape[a] for a in axes]
+    if None not in dims and math.prod(dims) == 0:
+        return ops.sum(x, axis=axis, keepdims=keepdims)  # zeros
+    if None in dims:
+        total = ops.sum(x, axis=axis, keepdims=keepdims)
+        count = math.prod(d for d in dims if d is not None)
+        for a, d in zip(axes, dims):
+            if d is None:
+                count = count * ops.cast(_dim(x, a), total.dtype)
+        return ops.divide_no_nan(total, ops.cast(count, total.dtype))
     if _dtype(x) != "float64" or keras.backend.backend() == "tensorflow":
         return ops.mean(x, axis=axis, keepdims=keepdims)
-    shape = _static_shape(x)  # Static outside TensorFlow.
-    axes = range(len(shape)) if axis is None else (
-        (axis,) if isinstance(axis, int) else axis)
-    count = math.prod(shape[a] for a in axes)
-    return ops.sum(x, axis=axis, keepdims=keepdims) / count
+    return ops.sum(x, axis=axis, keepdims=keepdims) / math.prod(dims)
 
 
 def _reduce(values, reduction):

@@ -49,13 +49,23 @@ def _flatten_spatial(x):
     """(batch, *spatial, channels) -> (batch, positions, channels)."""
     if _rank(x) == 3:
         return x
-    return ops.reshape(x, (_dim(x, 0), -1, _dim(x, -1)))
+    return ops.reshape(x, (_dim(x, 0), _size(x, slice(1, -1)), _dim(x, -1)))
+
+
+def _size(x, axes):
+    """The static number of elements over ``axes`` (a slice), or -1 to let
+    ``reshape`` infer it (it cannot for an empty batch, hence static first)."""
+    shape = _static_shape(x)
+    dims = None if shape is None else shape[axes]
+    return -1 if dims is None or None in dims else math.prod(dims)
 
 
 def _unit_max_scale(x, axis):
     """``x`` divided by its largest |value| over ``axis`` (constant for the
     gradient); all-zero slices stay zero."""
-    scale = ops.stop_gradient(ops.max(ops.abs(x), axis=axis, keepdims=True))
+    # initial=0: an empty batch has a scale of 0 (not an error or -inf).
+    scale = ops.stop_gradient(
+        ops.max(ops.abs(x), axis=axis, keepdims=True, initial=0.0))
     return x / ops.where(ops.greater(scale, 0), scale, ops.ones_like(scale))
 
 
@@ -149,7 +159,8 @@ def _fsp(first, second, first_name, second_name, normalize):
         a = _rms_normalize(a)
         b = _rms_normalize(b)
     gram = ops.matmul(ops.transpose(a, (0, 2, 1)), b)
-    return gram / ops.cast(_dim(a, 1), gram.dtype)
+    # divide_no_nan: maps without positions (H·W = 0) give 0, not NaN.
+    return ops.divide_no_nan(gram, ops.cast(_dim(a, 1), gram.dtype))
 
 
 def _rms_normalize(x):
@@ -396,7 +407,7 @@ def _flatten_embeddings(x, argument):
         )
     if rank == 2:
         return x
-    return ops.reshape(x, (_dim(x, 0), -1))
+    return ops.reshape(x, (_dim(x, 0), _size(x, slice(1, None))))
 
 
 def _relations(x, distances, angles):

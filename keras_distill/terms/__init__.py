@@ -35,6 +35,7 @@ from keras_distill.terms.base import (
     _deserialize,
     _serialize,
     get,
+    is_loss_object,
     names,
     per_sample_loss,
     register,
@@ -60,5 +61,5 @@ from keras_distill.terms.logits import (
 __all__ = [
     "AT", "DKD", "FSP", "KD", "L2", "RKD", "FeatureLoss", "FeatureTerm",
     "LogitTerm", "SoftLabel", "SoftenedLoss", "Term", "feature_term", "get",
-    "logit_term", "names", "per_sample_loss", "register",
+    "is_loss_object", "logit_term", "names", "per_sample_loss", "register",
 ]

@@ -6,6 +6,11 @@ Example:
 'KD'
 """
 
+import difflib
+import inspect
+import re
+import sys
+
 import keras
 
 _REGISTRY = {}
@@ -106,10 +111,34 @@ def get(identifier, **options):
             f"Unknown distillation term {identifier!r}. Known: "
             f"{sorted(_REGISTRY)}."
         )
-    try:
-        return cls(**options)
-    except TypeError as error:
-        raise TypeError(f"Term {identifier!r}: {error}") from None
+    check_options(cls, options, f"Term {identifier!r}")
+    return cls(**options)
+
+
+def check_options(cls, options, where):
+    """Refuses options a term class does not take, naming the ones it does
+    (and the closest to a misspelt one).
+
+    Example:
+    >>> from keras_distill.terms import KD
+    >>> check_options(KD, {"temprature": 4}, "Term 'kd'")
+    Traceback (most recent call last):
+    ...
+    TypeError: Term 'kd' takes no option 'temprature' (did you mean 'temperature'?); its options are ['temperature'].
+    """
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    allowed = [p.name for p in parameters
+               if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for name in options:
+        if name not in allowed:
+            close = difflib.get_close_matches(name, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(
+                f"{where} takes no option {name!r}{hint}; its options are "
+                f"{allowed}."
+            )
 
 
 def _fmt(value):
@@ -188,6 +217,18 @@ def _keras_module_of(obj):
     return module.split(".")[0]
 
 
+def is_loss_object(fn):
+    """Whether ``fn`` is a Keras 3 or tf_keras ``Loss`` instance.
+
+    Example:
+    >>> import keras
+    >>> is_loss_object(keras.losses.MeanSquaredError()), is_loss_object(len)
+    (True, False)
+    """
+    return isinstance(fn, keras.losses.Loss) or (
+        _keras_module_of(fn) == "tf_keras" and hasattr(fn, "call"))
+
+
 def per_sample_loss(fn, y_true, y_pred):
     """Per-sample values of a loss: a Keras ``Loss`` object is not reduced.
 
@@ -212,6 +253,54 @@ def per_sample_loss(fn, y_true, y_pred):
     return fn(y_true, y_pred)
 
 
+
+
+_CATEGORICAL = ("CategoricalCrossentropy", "SparseCategoricalCrossentropy",
+                "CategoricalFocalCrossentropy")
+
+
+def crossentropy_from_logits(fn):
+    """``from_logits`` of a Keras categorical cross-entropy (object or
+    function, either flavour), or ``None`` for any other loss.
+
+    Example:
+    >>> import keras
+    >>> crossentropy_from_logits(keras.losses.SparseCategoricalCrossentropy())
+    False
+    >>> crossentropy_from_logits(keras.losses.categorical_crossentropy)
+    False
+    >>> crossentropy_from_logits(keras.losses.MeanSquaredError()) is None
+    True
+    """
+    found = keras_crossentropy(fn)
+    return None if found is None else found[1]
+
+
+def keras_crossentropy(fn):
+    """``(class name, from_logits)`` of a Keras categorical cross-entropy
+    (object or function, either flavour), or ``None`` for any other loss.
+
+    Example:
+    >>> import keras
+    >>> keras_crossentropy(keras.losses.SparseCategoricalCrossentropy(
+    ...     from_logits=True))
+    ('SparseCategoricalCrossentropy', True)
+    """
+    modules = [keras, sys.modules.get("tf_keras")]
+    for module in filter(None, modules):
+        for name in _CATEGORICAL:
+            cls = getattr(module.losses, name, None)
+            if cls is not None and isinstance(fn, cls):
+                return name, bool(fn.get_config().get("from_logits", False))
+            function = getattr(module.losses, _snake(name), None)
+            if function is not None and fn is function:
+                default = inspect.signature(fn).parameters["from_logits"].default
+                return name, bool(default)
+    return None
+
+
+def _snake(name):
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 # -------------------------------------------------------------- serialisation

@@ -7,16 +7,19 @@ AT(p=1)
 
 import re
 
-import keras
-
 from keras_distill import losses as kd_losses
-from keras_distill._validation import check_bool, check_weight
+from keras_distill._validation import (
+    check_bool,
+    check_callable,
+    check_exponent,
+    check_weight,
+)
 from keras_distill.terms.base import (
     _REGISTRY,
     Term,
     _deserialize,
-    _keras_module_of,
     _serialize,
+    is_loss_object,
     per_sample_loss,
     register,
 )
@@ -134,9 +137,8 @@ class AT(FeatureTerm):
     _options = ("p",)
 
     def __init__(self, p=2):
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or p <= 0:
-            raise ValueError(f"`p` must be a positive number, got {p!r}.")
-        self.p = p
+        # at_loss's own check, now rather than on the first batch.
+        self.p = check_exponent(p, "p")
 
     def per_sample(self, teacher, student):
         return kd_losses.at_loss(teacher, student, p=self.p, reduction="none")
@@ -179,6 +181,12 @@ class RKD(FeatureTerm):
     def __init__(self, distance_weight=25.0, angle_weight=50.0):
         self.distance_weight = check_weight(distance_weight, "distance_weight")
         self.angle_weight = check_weight(angle_weight, "angle_weight")
+        if self.distance_weight == 0 and self.angle_weight == 0:
+            raise ValueError(
+                "RKD with `distance_weight`=0 and `angle_weight`=0 is always 0: "
+                "nothing would be distilled. Give one a positive weight (the "
+                "paper: 25 and 50)."
+            )
 
     def per_sample(self, teacher, student):
         return kd_losses.rkd_loss(
@@ -273,6 +281,10 @@ class FeatureLoss(FeatureTerm):
                 f"{['l2', 'at', 'rkd']} or a callable fn(teacher_feat, "
                 f"student_feat), got {type(fn).__name__}."
             )
+        if not is_loss_object(fn):
+            # Called as fn(teacher, student, **kwargs) on the first batch:
+            # a wrong signature or an unknown keyword is refused now.
+            check_callable(fn, "loss", 2, tuple(kwargs))
         self.fn = fn
         self.kwargs = dict(kwargs)
 
@@ -284,9 +296,7 @@ class FeatureLoss(FeatureTerm):
         return name if name and name != "lambda" else "feature"
 
     def per_sample(self, teacher, student):
-        if isinstance(self.fn, keras.losses.Loss) or (
-            _keras_module_of(self.fn) == "tf_keras" and hasattr(self.fn, "call")
-        ):
+        if is_loss_object(self.fn):
             return per_sample_loss(self.fn, teacher, student)
         return self.fn(teacher, student, **self.kwargs)
 

@@ -5,10 +5,16 @@ Example:
 KD(temperature=4.0)
 """
 
+import difflib
+
 import keras
 
 from keras_distill import losses as kd_losses
-from keras_distill._validation import check_temperature, check_weight
+from keras_distill._validation import (
+    check_callable,
+    check_temperature,
+    check_weight,
+)
 from keras_distill.terms.base import (
     _KL_NAMES,
     _REGISTRY,
@@ -18,6 +24,8 @@ from keras_distill.terms.base import (
     _normalise_name,
     _serialize,
     get,
+    is_loss_object,
+    keras_crossentropy,
     per_sample_loss,
     register,
 )
@@ -168,6 +176,12 @@ class DKD(LogitTerm):
     def __init__(self, alpha=1.0, beta=8.0, temperature=None):
         self.alpha = check_weight(alpha, "alpha")
         self.beta = check_weight(beta, "beta")
+        if self.alpha == 0 and self.beta == 0:
+            raise ValueError(
+                "DKD with `alpha`=0 and `beta`=0 is always 0: nothing would be "
+                "distilled. Give TCKD (`alpha`) or NCKD (`beta`) a positive "
+                "weight (the paper: alpha=1, beta=8)."
+            )
         self.temperature = (None if temperature is None
                             else check_temperature(temperature, "temperature"))
 
@@ -216,17 +230,14 @@ class SoftenedLoss(LogitTerm, _KerasDistillationLoss):
             try:
                 fn = keras.losses.get(fn)
             except (ValueError, TypeError) as error:
-                raise ValueError(
-                    f"`distillation_loss_fn`={fn!r} is not a Keras loss name. "
-                    "Pass 'kl_divergence', a term such as "
-                    "keras_distill.terms.DKD(), or a loss object."
-                ) from error
+                raise ValueError(_unknown_name_message(fn)) from error
         if not callable(fn):
             raise TypeError(
                 "`distillation_loss_fn` must be a term name, a "
                 "keras_distill.terms.Term, a Keras loss or a callable "
                 f"fn(y_true, y_pred), got {type(fn).__name__}."
             )
+        _check_softened_loss(fn)
         self.fn = fn
         self.temperature = (None if temperature is None
                             else check_temperature(temperature, "temperature"))
@@ -248,6 +259,39 @@ class SoftenedLoss(LogitTerm, _KerasDistillationLoss):
     @classmethod
     def from_options(cls, options):
         return cls(_deserialize(options["fn"]), options.get("temperature"))
+
+
+def _unknown_name_message(name):
+    """The error for a ``distillation_loss_fn`` name nothing knows."""
+    terms = sorted(n for n, c in _REGISTRY.items() if issubclass(c, LogitTerm))
+    known = terms + ["kl_divergence", "mean_squared_error", "...any Keras loss"]
+    close = difflib.get_close_matches(
+        name.lower(), terms + sorted(_KL_NAMES) + ["kl_divergence"], n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return (f"`distillation_loss_fn`={name!r} is neither a distillation term "
+            f"nor a Keras loss name.{hint} Known names: {known}; or pass a "
+            "term such as keras_distill.terms.DKD() or a loss object.")
+
+
+def _check_softened_loss(fn):
+    """Refuses losses that cannot compare two softened distributions."""
+    found = keras_crossentropy(fn)
+    given = f"keras.losses.{found[0]}" if found else None
+    if found is not None and found[0].startswith("Sparse"):
+        raise ValueError(
+            f"`distillation_loss_fn` is a sparse cross-entropy ({given}): it "
+            "needs integer class ids, but it would receive the teacher's "
+            "softened probabilities. Use 'kl_divergence' (exact KD, the "
+            "default) or keras.losses.CategoricalCrossentropy()."
+        )
+    if found is not None and found[1]:
+        raise ValueError(
+            f"`distillation_loss_fn` ({given}) has from_logits=True, but it "
+            "receives the softened probabilities softmax(logits / T), not "
+            "logits. Use from_logits=False, or 'kl_divergence' (exact KD)."
+        )
+    if not is_loss_object(fn):
+        check_callable(fn, "distillation_loss_fn", 2)
 
 
 def _is_kl_divergence(fn):
