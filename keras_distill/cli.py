@@ -3,12 +3,34 @@
 Trains (or loads from the cache) a CNN teacher on Fashion-MNIST, trains a
 small student from scratch as the baseline, distils the same student from the
 teacher, and prints a table of parameters, test accuracy and time.
+
+Every flag is checked before any training (``keras-distill: error: ...``
+naming the flag, exit code 2), and so are the cache and output folders. Each
+run writes into a folder of its own beside ``--output-dir``
+(`keras_distill.runs.RunFolder`); ``--output-dir`` becomes a link to it when
+the run completes. Ctrl-C (exit code 130) or SIGTERM (143) stop cleanly,
+with one line saying what was kept.
 """
 
 import argparse
+import dataclasses
 import os
+import re
+import signal
 import sys
 import time
+
+from keras_distill import runs
+
+_OUTPUT_HELP = (
+    "where results.json, results.md, the .tflite files and the student are read "
+    "(default runs/latest). Each run writes into its own folder beside it, "
+    "<folder>/main-<YYYYmmdd-HHMMSS>, and when it completes OUTPUT_DIR becomes a "
+    "link to that folder: it always shows one complete run, and a stopped run "
+    "never touches it. A folder there holding only files of an earlier "
+    "keras-distill is moved to OUTPUT_DIR.previous-<time>; a folder with other "
+    "files is refused (nothing of yours is moved or deleted). Unfinished run "
+    "folders of stopped runs are removed by the next run.")
 
 
 def build_parser():
@@ -44,8 +66,7 @@ def build_parser():
                         help="use the first N test images (default: all)")
     parser.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
     parser.add_argument("--cache-dir", help="teacher cache (default ~/.cache/keras_distill)")
-    parser.add_argument("--output-dir", default="runs/latest",
-                        help="where results.json, results.md and the student go")
+    parser.add_argument("--output-dir", default="runs/latest", help=_OUTPUT_HELP)
     parser.add_argument("--no-compress", action="store_true",
                         help="skip pruning and QAT (both while distilling)")
     parser.add_argument("--sparsity", type=float, default=0.5,
@@ -60,15 +81,81 @@ def build_parser():
     return parser
 
 
+def _as_flags(message):
+    """Writes the settings a message names (`` `train_samples` ``) as the
+    flags the user typed (``--train-samples``)."""
+    from keras_distill.pipeline import PipelineConfig
+
+    for field in dataclasses.fields(PipelineConfig):
+        message = message.replace(f"`{field.name}`", "--" + field.name.replace("_", "-"))
+    return re.sub(r"`(\w+)`", r"\1", message)
+
+
+def _error(message):
+    print(f"keras-distill: error: {_as_flags(str(message))}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _cache_label(args):
+    """How the user chose the teacher cache, for messages."""
+    if args.cache_dir:
+        return "--cache-dir"
+    if os.environ.get("KERAS_DISTILL_CACHE"):
+        return "$KERAS_DISTILL_CACHE"
+    return "the teacher cache (default; choose another with --cache-dir)"
+
+
+def _stopped_line(stop, state):
+    """One line: which signal stopped the run and what was kept."""
+    kept = []
+    cache = state.get("cache_dir")
+    if cache and os.path.isdir(cache):
+        n = len([f for f in os.listdir(cache) if f.startswith("teacher-")
+                 and f.endswith(".json")])
+        kept.append(f"the teacher cache {cache} "
+                    + (f"({n} teacher{'s' * (n != 1)})" if n else "(no teacher yet)"))
+    out = state.get("output_dir")
+    if out:
+        done = runs.current_run(out)
+        kept.append(f"{out} -> {done} (the last complete run)" if done
+                    else f"no complete run in {out} yet")
+    run = state.get("run")
+    removed = (f"; the unfinished run folder {run.path} was removed"
+               if run and run.path and not os.path.exists(run.path) else "")
+    return (f"keras-distill: stopped by {stop}; kept: {', '.join(kept) or 'nothing'}"
+            f"{removed}.")
+
+
 def main(argv=None):
     """Runs the main job; returns the process exit code.
 
+    Errors go to stderr as ``keras-distill: error: ...`` with exit code 2.
+
     Example:
     >>> main(["--epochs", "0"])
-    keras-distill: error: `epochs` must be a positive integer, got 0.
     2
     """
-    args = build_parser().parse_args(argv)
+    state = {}
+    with runs.stop_on_signals():
+        try:
+            return _main(argv, state)
+        except KeyboardInterrupt as stop:  # runs.Interrupted too (SIGTERM)
+            if not isinstance(stop, runs.Interrupted):
+                stop = runs.Interrupted(signal.SIGINT)
+            print(_stopped_line(stop, state), file=sys.stderr, flush=True)
+            return stop.exit_code
+
+
+def _main(argv, state):
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse's own errors and --help
+        return exit_.code
+    for flag in ("train_samples", "test_samples"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            return _error(f"`{flag}` must be a positive integer (leave the flag out to "
+                          f"use all images), got {value}.")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from keras_distill import pipeline
 
@@ -101,21 +188,29 @@ def main(argv=None):
         qat_epochs=pick(args.qat_epochs, "qat_epochs", 1),
         verbose=args.verbose,
     )
-    try:
-        config.validate()
-    except ValueError as error:
-        print(f"keras-distill: error: {error}")
-        return 2
 
     def log(message):
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
-    start = time.perf_counter()
     try:
-        results = pipeline.run_pipeline(config, log=log)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"keras-distill: error: {error}", file=sys.stderr)
-        return 2
+        config.validate()
+        state["cache_dir"] = runs.check_writable(
+            config.cache_dir or pipeline.default_cache_dir(), _cache_label(args))
+        run = runs.RunFolder(args.output_dir, name="main", log=log, argument="--output-dir")
+        state.update(output_dir=args.output_dir, run=run)
+        with run:
+            config.output_dir = run.path
+            run.info["argv"] = sys.argv[1:] if argv is None else list(argv)
+            _run(pipeline, config, run, log)
+    except (FileNotFoundError, TypeError, ValueError) as error:
+        return _error(error)
+    print(f"written: {args.output_dir} -> {run.path}")
+    return 0
+
+
+def _run(pipeline, config, run, log):
+    start = time.perf_counter()
+    results = pipeline.run_pipeline(config, log=log)
     results["total_seconds"] = time.perf_counter() - start
     print()
     print(pipeline.format_table(results["rows"]))
@@ -125,12 +220,9 @@ def main(argv=None):
         print()
         print(format_artifact_table(results["artifacts"]))
     print(f"\ntotal time: {results['total_seconds']:.0f} s")
-    if config.output_dir:
-        from keras_distill.report import write_report
+    from keras_distill.report import write_report
 
-        written = write_report(results, config.output_dir)
-        print("written: " + ", ".join(written))
-    return 0
+    write_report(results, run.path)
 
 
 if __name__ == "__main__":

@@ -120,9 +120,6 @@ def read_idx(path):
 
 def _load_folder(folder):
     paths = {key: _find(folder, stem) for key, stem in _FILES.items()}
-    missing = [_FILES[k] for k, p in paths.items() if p is None]
-    if missing:
-        return None, missing
     arrays = {key: read_idx(p) for key, p in paths.items()}
     if arrays["x_train"].shape[0] != arrays["y_train"].shape[0] or (
         arrays["x_test"].shape[0] != arrays["y_test"].shape[0]
@@ -137,7 +134,31 @@ def _load_folder(folder):
     return (
         (arrays["x_train"], arrays["y_train"]),
         (arrays["x_test"], arrays["y_test"]),
-    ), []
+    )
+
+
+def check_folder(path, argument="path"):
+    """Raises ``FileNotFoundError`` unless ``path`` is a folder holding the four
+    IDX files (plain or ``.gz``); the message names ``argument``.
+
+    Only looks at the file names; `read_idx` checks the contents.
+
+    Example:
+    >>> import tempfile
+    >>> check_folder(tempfile.mkdtemp(), "data_dir")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: `data_dir`='...' lacks train-images-idx3-ubyte, ...
+    """
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"`{argument}`={path!r} is not a folder. " + _HOW_TO_GET_IT)
+    missing = [stem for stem in _FILES.values() if _find(path, stem) is None]
+    if missing:
+        raise FileNotFoundError(
+            f"`{argument}`={path!r} lacks {', '.join(missing)} (plain or .gz). "
+            + _HOW_TO_GET_IT)
+    return path
 
 
 def find_fashion_mnist(path=None):
@@ -190,20 +211,10 @@ def load_fashion_mnist(path=None, allow_download=True):
     (60000, 28, 28) (10000, 28, 28)
     """
     if path is not None:
-        if not os.path.isdir(path):
-            raise FileNotFoundError(
-                f"`path`={path!r} is not a folder. " + _HOW_TO_GET_IT
-            )
-        data, missing = _load_folder(path)
-        if data is None:
-            raise FileNotFoundError(
-                f"`path`={path!r} lacks {', '.join(missing)} (plain or .gz). "
-                + _HOW_TO_GET_IT
-            )
-        return data
+        return _load_folder(check_folder(path))
     folder = find_fashion_mnist()
     if folder is not None:
-        return _load_folder(folder)[0]
+        return _load_folder(folder)
     searched = f"{keras_cache_dir()} and {DEBIAN_DIR}"
     if not allow_download:
         raise FileNotFoundError(

@@ -60,12 +60,12 @@ def test_main_job_runs_and_caches_the_teacher(tmp_path, capsys):
     assert again["rows"][0]["test_accuracy"] == rows["teacher"]["test_accuracy"]
 
 
-@pytest.mark.parametrize("flag,value,word", [
-    ("--epochs", "0", "epochs"), ("--alpha", "1.5", "alpha"),
-    ("--temperature", "-1", "temperature"), ("--train-samples", "-3", "train_samples")])
-def test_bad_flags_name_the_setting(flag, value, word, capsys):
+@pytest.mark.parametrize("flag,value", [
+    ("--epochs", "0"), ("--alpha", "1.5"), ("--temperature", "-1"),
+    ("--train-samples", "-3")])
+def test_bad_flags_name_the_setting(flag, value, capsys):
     assert cli.main([flag, value]) == 2
-    assert word in capsys.readouterr().out
+    assert flag in capsys.readouterr().err
 
 
 def test_missing_data_is_a_clear_error(tmp_path, capsys):
