@@ -290,7 +290,7 @@ def test_feature_loss_with_an_unknown_keyword_raises_when_built():
 
 
 def test_unknown_distillation_loss_name_lists_the_known_names():
-    with pytest.raises(ValueError, match=r"'kld_typo'.*Known names: \['dkd', 'kd'"):
+    with pytest.raises(ValueError, match=r"'kld_typo'.*Known names: \['dist', 'dkd', 'kd'"):
         _compiled("keras", distillation_loss_fn="kld_typo")
 
 

@@ -18,7 +18,7 @@ Conventions (see also docs in README):
   ``reduction="none"`` returns one value per position (shape ``logits.shape[:-1]``).
 
 Modules: `logits` (`kd_loss`, `soft_label_loss`, `probabilities_to_logits`,
-`dkd_loss`) and `features` (`l2_loss`, `fsp_matrix`, `fsp_loss`, `at_loss`,
+`dkd_loss`, `dist_loss`, `standardise_logits`) and `features` (`l2_loss`, `fsp_matrix`, `fsp_loss`, `at_loss`,
 `rkd_loss`); `_common` holds the helpers they share. Every function is
 importable from here: ``keras_distill.losses.kd_loss``.
 """
@@ -32,10 +32,12 @@ from keras_distill.losses.features import (
     rkd_loss,
 )
 from keras_distill.losses.logits import (
+    dist_loss,
     dkd_loss,
     kd_loss,
     probabilities_to_logits,
     soft_label_loss,
+    standardise_logits,
 )
 
 # Old names, still imported by other modules.
@@ -45,6 +47,7 @@ _check_bool = check_bool
 
 __all__ = [
     "at_loss",
+    "dist_loss",
     "dkd_loss",
     "fsp_loss",
     "fsp_matrix",
@@ -53,4 +56,5 @@ __all__ = [
     "probabilities_to_logits",
     "rkd_loss",
     "soft_label_loss",
+    "standardise_logits",
 ]

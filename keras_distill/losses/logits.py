@@ -16,6 +16,7 @@ from keras_distill.losses._common import (
     _check_reduction,
     _compatible,
     _dim,
+    _mean,
     _dtype,
     _numpy_if_concrete,
     _reduce,
@@ -45,7 +46,54 @@ def _float_pair(teacher_logits, student_logits):
 
 
 
-def kd_loss(teacher_logits, student_logits, temperature=1.0, reduction="mean"):
+def standardise_logits(logits, eps=1e-7):
+    r"""Logits z-scored over the class axis (Sun et al., CVPR 2024).
+
+    Sun, Ren, Li, Wang & Cao, "Logit Standardization in Knowledge
+    Distillation" (CVPR 2024), eq. 6:
+
+    .. math::
+        \mathcal{Z}(z) = \frac{z - \bar z}{\sigma(z) + \epsilon}, \qquad
+        \bar z = \tfrac1C \sum_c z_c, \quad
+        \sigma(z) = \sqrt{\tfrac1C \sum_c (z_c - \bar z)^2}
+
+    Softening ``Z(z) / T`` gives each sample its own effective temperature
+    ``T · σ(z)``, so a small student need not match the teacher's logit
+    *range*, only their relations. (The paper's code uses the unbiased
+    standard deviation, i.e. ``σ · sqrt(C / (C - 1))``: the same up to a
+    constant rescaling of T.)
+
+    Args:
+        logits: Shape ``(..., classes)``.
+        eps: Added to σ (constant logits give 0, not NaN).
+
+    Returns:
+        The standardised logits, same shape, float32 (float64 stays).
+
+    Example:
+    >>> import numpy as np
+    >>> z = standardise_logits(np.array([[1.0, 2.0, 3.0]]))
+    >>> np.round(np.asarray(z), 4).tolist()
+    [[-1.2247, 0.0, 1.2247]]
+    """
+    (z,) = _as_float(logits)
+    centred = z - ops.mean(z, axis=-1, keepdims=True)
+    std = ops.sqrt(ops.mean(ops.square(centred), axis=-1, keepdims=True))
+    return centred / (std + eps)
+
+
+def _maybe_standardised(teacher_logits, student_logits, standardise):
+    if not isinstance(standardise, bool):
+        raise TypeError(f"`standardise` must be True or False, got "
+                        f"{standardise!r}.")
+    t, s = _float_pair(teacher_logits, student_logits)
+    if standardise:
+        return standardise_logits(t), standardise_logits(s)
+    return t, s
+
+
+def kd_loss(teacher_logits, student_logits, temperature=1.0, reduction="mean",
+            standardise=False):
     r"""Hinton knowledge-distillation loss, T²-scaled, from logits.
 
     Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network"
@@ -71,6 +119,9 @@ def kd_loss(teacher_logits, student_logits, temperature=1.0, reduction="mean"):
         temperature: Softening temperature T > 0.
         reduction: ``"mean"`` (a scalar) or ``"none"`` (one value per sample,
             T² included).
+        standardise: Z-score both logits first (`standardise_logits`; Sun
+            et al., CVPR 2024): the student matches the teacher's logit
+            *relations*, not their scale.
 
     Returns:
         A scalar tensor, or a tensor of shape ``logits.shape[:-1]``.
@@ -85,7 +136,7 @@ def kd_loss(teacher_logits, student_logits, temperature=1.0, reduction="mean"):
     """
     temperature = check_temperature(temperature, "temperature")
     _check_reduction(reduction)
-    t, s = _float_pair(teacher_logits, student_logits)
+    t, s = _maybe_standardised(teacher_logits, student_logits, standardise)
     log_p = ops.log_softmax(t / temperature, axis=-1)
     log_q = ops.log_softmax(s / temperature, axis=-1)
     kl = ops.sum(ops.exp(log_p) * (log_p - log_q), axis=-1)
@@ -245,6 +296,7 @@ def dkd_loss(
     beta=8.0,
     temperature=4.0,
     reduction="mean",
+    standardise=False,
 ):
     r"""Decoupled knowledge distillation (Zhao et al. 2022).
 
@@ -293,6 +345,8 @@ def dkd_loss(
         temperature: T > 0.
         reduction: ``"mean"`` (a scalar) or ``"none"`` (one value per
             sample, T² and the weights included).
+        standardise: Z-score both logits first (`standardise_logits`, Sun et
+            al. 2024, who report it with DKD too).
 
     Returns:
         A scalar tensor, or a tensor of shape ``logits.shape[:-1]``.
@@ -313,7 +367,7 @@ def dkd_loss(
     beta = check_weight(beta, "beta")
     temperature = check_temperature(temperature, "temperature")
     _check_reduction(reduction)
-    t, s = _float_pair(teacher_logits, student_logits)
+    t, s = _maybe_standardised(teacher_logits, student_logits, standardise)
     t_shape = _static_shape(t)
     if t_shape is not None and t_shape[-1] is not None and t_shape[-1] < 2:
         raise ValueError(
@@ -331,3 +385,71 @@ def dkd_loss(
     # At the target entry both logs are 0: it adds exp(0) * 0 = 0 to NCKD.
     per_sample = (alpha * tckd + beta * nckd) * (temperature**2)
     return _reduce(per_sample, reduction)
+
+
+def _pearson(a, b, axis, eps=1e-8):
+    a = a - ops.mean(a, axis=axis, keepdims=True)
+    b = b - ops.mean(b, axis=axis, keepdims=True)
+    norms = ops.sqrt(ops.sum(a * a, axis=axis)) * ops.sqrt(
+        ops.sum(b * b, axis=axis))
+    return ops.sum(a * b, axis=axis) / (norms + eps)
+
+
+def dist_loss(teacher_logits, student_logits, temperature=1.0, beta=1.0,
+              gamma=1.0, reduction="mean"):
+    r"""DIST: the teacher's inter- and intra-class relations (Huang et al. 2022).
+
+    Huang, You, Wang, Qian & Xu, "Knowledge Distillation from A Stronger
+    Teacher" (NeurIPS 2022). With :math:`Y^S = \mathrm{softmax}(s/T)`,
+    :math:`Y^T = \mathrm{softmax}(t/T)` over a batch of B samples and C
+    classes and Pearson's correlation :math:`\rho`:
+
+    .. math::
+        L_{inter} = 1 - \tfrac1B \sum_i \rho(Y^S_{i,:}, Y^T_{i,:}), \qquad
+        L_{intra} = 1 - \tfrac1C \sum_j \rho(Y^S_{:,j}, Y^T_{:,j})
+
+    .. math::
+        L = T^2 \,(\beta\, L_{inter} + \gamma\, L_{intra})
+
+    Matching correlations rather than the exact probabilities relaxes KD for
+    a teacher much stronger than its student. :math:`\rho` is computed as
+    the official code does: the cosine of the centred vectors with 1e-8
+    added to the product of their norms. Paper settings: β = γ = 1, T = 1
+    (ImageNet); β = γ = 2, T = 4 (CIFAR-100).
+
+    Args:
+        teacher_logits: Teacher logits ``(batch, ..., classes)``; positions
+            before the class axis are pooled as samples.
+        student_logits: Student logits, same shape.
+        temperature: T > 0.
+        beta: Weight of the inter-class (per-sample) relation, >= 0.
+        gamma: Weight of the intra-class (per-class, over the batch)
+            relation, >= 0.
+        reduction: ``"mean"`` (a scalar) or ``"none"``: one value per sample
+            (its inter-class term plus the batch's intra-class term, so that
+            their mean is the loss).
+
+    Returns:
+        A scalar tensor, or a tensor of shape ``logits.shape[:-1]``.
+
+    Example:
+    >>> import numpy as np
+    >>> t = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
+    >>> round(float(dist_loss(t, t)), 6)
+    0.0
+    >>> round(float(dist_loss(t, t[:, ::-1])), 4)
+    2.2178
+    """
+    temperature = check_temperature(temperature, "temperature")
+    beta = check_weight(beta, "beta")
+    gamma = check_weight(gamma, "gamma")
+    _check_reduction(reduction)
+    t, s = _float_pair(teacher_logits, student_logits)
+    shape = ops.shape(t)
+    classes = _dim(t, -1)
+    y_t = ops.reshape(ops.softmax(t / temperature, axis=-1), (-1, classes))
+    y_s = ops.reshape(ops.softmax(s / temperature, axis=-1), (-1, classes))
+    inter = 1.0 - _pearson(y_s, y_t, axis=1)
+    intra = 1.0 - _mean(_pearson(y_s, y_t, axis=0))
+    per_sample = (beta * inter + gamma * intra) * (temperature**2)
+    return _reduce(ops.reshape(per_sample, shape[:-1]), reduction)

@@ -81,7 +81,7 @@ def get(identifier, **options):
 
     Example:
     >>> get("kl_divergence")
-    KD(temperature=None)
+    KD(temperature=None, standardise=False)
     >>> get("l3")
     Traceback (most recent call last):
     ...
@@ -124,7 +124,7 @@ def check_options(cls, options, where):
     >>> check_options(KD, {"temprature": 4}, "Term 'kd'")
     Traceback (most recent call last):
     ...
-    TypeError: Term 'kd' takes no option 'temprature' (did you mean 'temperature'?); its options are ['temperature'].
+    TypeError: Term 'kd' takes no option 'temprature' (did you mean 'temperature'?); its options are ['temperature', 'standardise'].
     """
     parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
     if any(p.kind is p.VAR_KEYWORD for p in parameters):
@@ -172,7 +172,7 @@ class Term:
         Example:
         >>> from keras_distill.terms import KD
     >>> KD(temperature=2).get_config()
-        {'class_name': 'KD', 'config': {'temperature': 2.0}}
+        {'class_name': 'KD', 'config': {'temperature': 2.0, 'standardise': False}}
         """
         return {
             "class_name": type(self).__name__,
@@ -186,7 +186,7 @@ class Term:
         Example:
         >>> from keras_distill.terms import KD
         >>> Term.from_config(KD(temperature=2).get_config())
-        KD(temperature=2.0)
+        KD(temperature=2.0, standardise=False)
         """
         name = config.get("class_name")
         options = dict(config.get("config", {}))

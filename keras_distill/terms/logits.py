@@ -2,7 +2,7 @@
 
 Example:
 >>> KD(temperature=4)
-KD(temperature=4.0)
+KD(temperature=4.0, standardise=False)
 """
 
 import difflib
@@ -11,6 +11,7 @@ import keras
 
 from keras_distill import losses as kd_losses
 from keras_distill._validation import (
+    check_bool,
     check_callable,
     check_temperature,
     check_weight,
@@ -93,25 +94,31 @@ class KD(LogitTerm, _KerasDistillationLoss):
     Args:
         temperature: T > 0, or ``None`` (default) to use the distiller's
             ``compile(temperature=...)`` (1 inside ``keras.distillation``).
+        standardise: Z-score both logits before softening (logit
+            standardisation, Sun et al., CVPR 2024;
+            `keras_distill.losses.standardise_logits`).
 
     Example:
     >>> import numpy as np
     >>> t = np.array([[10.0, 0.0, -10.0]])
     >>> round(float(KD(temperature=4).compute_loss(t, np.zeros((1, 3)))), 4)
     12.7056
+    >>> KD(temperature=2, standardise=True)
+    KD(temperature=2.0, standardise=True)
     """
 
-    _options = ("temperature",)
+    _options = ("temperature", "standardise")
 
-    def __init__(self, temperature=None):
+    def __init__(self, temperature=None, standardise=False):
         self.temperature = (None if temperature is None
                             else check_temperature(temperature, "temperature"))
+        self.standardise = check_bool(standardise, "standardise")
 
     def per_sample(self, teacher_logits, student_logits, labels=None,
                    temperature=None):
         return kd_losses.kd_loss(
             teacher_logits, student_logits, self._temperature(temperature),
-            reduction="none",
+            reduction="none", standardise=self.standardise,
         )
 
 
@@ -164,16 +171,19 @@ class DKD(LogitTerm):
         alpha: Weight of TCKD (>= 0).
         beta: Weight of NCKD (>= 0); the paper uses 8 on CIFAR-100.
         temperature: T > 0, or ``None`` for the distiller's.
+        standardise: Z-score both logits first (logit standardisation, Sun
+            et al., CVPR 2024, who report it with DKD too).
 
     Example:
     >>> DKD(beta=4.0)
-    DKD(alpha=1.0, beta=4.0, temperature=None)
+    DKD(alpha=1.0, beta=4.0, temperature=None, standardise=False)
     """
 
     needs_labels = True
-    _options = ("alpha", "beta", "temperature")
+    _options = ("alpha", "beta", "temperature", "standardise")
 
-    def __init__(self, alpha=1.0, beta=8.0, temperature=None):
+    def __init__(self, alpha=1.0, beta=8.0, temperature=None,
+                 standardise=False):
         self.alpha = check_weight(alpha, "alpha")
         self.beta = check_weight(beta, "beta")
         if self.alpha == 0 and self.beta == 0:
@@ -184,6 +194,7 @@ class DKD(LogitTerm):
             )
         self.temperature = (None if temperature is None
                             else check_temperature(temperature, "temperature"))
+        self.standardise = check_bool(standardise, "standardise")
 
     def per_sample(self, teacher_logits, student_logits, labels=None,
                    temperature=None):
@@ -196,7 +207,51 @@ class DKD(LogitTerm):
         return kd_losses.dkd_loss(
             teacher_logits, student_logits, labels, alpha=self.alpha,
             beta=self.beta, temperature=self._temperature(temperature),
-            reduction="none",
+            reduction="none", standardise=self.standardise,
+        )
+
+
+@register("dist")
+class DIST(LogitTerm, _KerasDistillationLoss):
+    r"""DIST: match the teacher's class relations (Huang et al., NeurIPS 2022).
+
+    ``T² (beta · L_inter + gamma · L_intra)``: one minus Pearson's
+    correlation of the softened student and teacher distributions, per
+    sample (inter-class) and per class over the batch (intra-class)
+    (`keras_distill.losses.dist_loss`). Meant for a teacher much stronger
+    than its student. Label-free.
+
+    Args:
+        beta: Weight of the inter-class relation (>= 0).
+        gamma: Weight of the intra-class relation (>= 0).
+        temperature: T > 0, or ``None`` for the distiller's.
+
+    Example:
+    >>> import numpy as np
+    >>> t = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
+    >>> float(DIST(temperature=1).compute_loss(t, t)) < 1e-6
+    True
+    """
+
+    _options = ("beta", "gamma", "temperature")
+
+    def __init__(self, beta=1.0, gamma=1.0, temperature=None):
+        self.beta = check_weight(beta, "beta")
+        self.gamma = check_weight(gamma, "gamma")
+        if self.beta == 0 and self.gamma == 0:
+            raise ValueError(
+                "DIST with `beta`=0 and `gamma`=0 is always 0: nothing would "
+                "be distilled. Give the inter-class (`beta`) or intra-class "
+                "(`gamma`) relation a positive weight (the paper: 1 and 1)."
+            )
+        self.temperature = (None if temperature is None
+                            else check_temperature(temperature, "temperature"))
+
+    def per_sample(self, teacher_logits, student_logits, labels=None,
+                   temperature=None):
+        return kd_losses.dist_loss(
+            teacher_logits, student_logits, self._temperature(temperature),
+            beta=self.beta, gamma=self.gamma, reduction="none",
         )
 
 
@@ -321,7 +376,7 @@ def logit_term(obj):
     Example:
     >>> import keras
     >>> logit_term(keras.losses.KLDivergence())
-    KD(temperature=None)
+    KD(temperature=None, standardise=False)
     >>> type(logit_term(keras.losses.MeanSquaredError())).__name__
     'SoftenedLoss'
     """
