@@ -135,15 +135,36 @@ def main(argv=None):
     >>> main(["--epochs", "0"])
     2
     """
+    # Before TensorFlow loads (the package imports it lazily, so Ctrl-C is
+    # ours from the first moment): no C++ INFO/WARNING lines on the console.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     state = {}
     with runs.stop_on_signals():
         try:
             return _main(argv, state)
-        except KeyboardInterrupt as stop:  # runs.Interrupted too (SIGTERM)
-            if not isinstance(stop, runs.Interrupted):
-                stop = runs.Interrupted(signal.SIGINT)
-            print(_stopped_line(stop, state), file=sys.stderr, flush=True)
-            return stop.exit_code
+        except Exception as error:
+            stop = _interrupt_behind(error)
+            if stop is None:
+                raise
+        except KeyboardInterrupt as interrupt:  # runs.Interrupted too (SIGTERM)
+            stop = interrupt
+        if not isinstance(stop, runs.Interrupted):
+            stop = runs.Interrupted(signal.SIGINT)
+        print(_stopped_line(stop, state), file=sys.stderr, flush=True)
+        return stop.exit_code
+
+
+def _interrupt_behind(error):
+    """The ``KeyboardInterrupt`` that caused ``error``, if any: a signal that
+    arrives while a C extension loads or runs can come back as another error
+    (``ImportError: initialization failed`` while TensorFlow is imported)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _main(argv, state):
@@ -156,7 +177,6 @@ def _main(argv, state):
         if value is not None and value < 1:
             return _error(f"`{flag}` must be a positive integer (leave the flag out to "
                           f"use all images), got {value}.")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from keras_distill import pipeline
 
     quick = pipeline.QUICK if args.quick else {}
@@ -203,6 +223,8 @@ def _main(argv, state):
             run.info["argv"] = sys.argv[1:] if argv is None else list(argv)
             _run(pipeline, config, run, log)
     except (FileNotFoundError, TypeError, ValueError) as error:
+        if _interrupt_behind(error):
+            raise
         return _error(error)
     print(f"written: {args.output_dir} -> {run.path}")
     return 0

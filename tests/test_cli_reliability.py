@@ -424,6 +424,28 @@ def test_signal_stops_the_run_cleanly_saying_what_was_kept(signum, code, tmp_pat
     assert _temp_files(tmp_path) == []
 
 
+def test_importing_the_command_line_does_not_import_tensorflow():
+    # so `keras-distill` sets its signal handlers before TensorFlow loads
+    found = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, keras_distill.cli; print('tensorflow' in sys.modules)"],
+        env=_env(), capture_output=True, text=True, timeout=120)
+    assert found.stdout.strip() == "False", found.stderr
+
+
+@needs_data
+@pytest.mark.tensorflow
+def test_ctrl_c_in_the_first_second_stops_cleanly(tmp_path):
+    child = _Child([*TINY, "--no-compress", "--cache-dir", str(tmp_path / "cache"),
+                    "--output-dir", str(tmp_path / "runs" / "latest")])
+    time.sleep(1)  # TensorFlow is still loading
+    child.proc.send_signal(signal.SIGINT)
+    returncode, _, err = child.finish(timeout=60)
+    assert returncode == 130, err
+    assert "Traceback" not in err
+    assert "keras-distill: stopped by SIGINT" in err
+
+
 # --- the must-show: SIGKILL at three stages, then a run that completes --------
 
 def _snapshot(out):

@@ -2,10 +2,9 @@
 
 import numbers
 import os
-import tempfile
 import warnings
 
-from keras_distill import _compat, _introspect
+from keras_distill import _compat, _introspect, _io
 
 
 def check_int(value, name, low):
@@ -97,10 +96,7 @@ def check_writable(path, argument):
     if os.path.isdir(path):
         raise ValueError(f"`{argument}`={path!r} is a directory: give a file name.")
     try:
-        os.makedirs(folder, exist_ok=True)
-        handle, probe = tempfile.mkstemp(dir=folder, prefix=".keras_distill-check-")
-        os.close(handle)
-        os.remove(probe)
+        _io.probe_folder(folder)
     except OSError as error:
         raise ValueError(
             f"`{argument}`={path!r} cannot be written: its folder {folder} does "
