@@ -16,12 +16,93 @@ Example:
 ((4, 2), (4, 3))
 """
 
+import numbers
+
 import numpy as np
+
+from keras_distill._fit_checks import is_array as _is_array
+from keras_distill._fit_checks import leaves as _leaves
 
 INPUTS_KEY = "keras_distill_inputs"
 OUTPUTS_KEY = "keras_distill_teacher_outputs"
 FEATURES_KEY = "keras_distill_teacher_features"
 DTYPES = ("float32", "float16")
+# The most memory a cache may take unless ``fit(cache_budget=...)`` says
+# otherwise: 2 GiB.
+DEFAULT_BUDGET = 2 * 2**30
+
+
+def check_dtype(dtype):
+    """One of `DTYPES`.
+
+    Example:
+    >>> check_dtype("int8")
+    Traceback (most recent call last):
+    ...
+    ValueError: `cache_dtype` must be one of ('float32', 'float16'), got 'int8'.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(
+            f"`cache_dtype` must be one of {DTYPES}, got {dtype!r}."
+        )
+    return dtype
+
+
+def check_budget(budget):
+    """``None`` (no limit) or a positive number of bytes.
+
+    Example:
+    >>> check_budget("2GB")
+    Traceback (most recent call last):
+    ...
+    TypeError: `cache_budget` must be a number of bytes ...
+    """
+    if budget is None:
+        return None
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Real):
+        raise TypeError(
+            f"`cache_budget` must be a number of bytes (e.g. 4 * 2**30 for "
+            f"4 GiB) or None for no limit, got {budget!r}."
+        )
+    if not budget > 0:
+        raise ValueError(
+            f"`cache_budget` must be a positive number of bytes or None, got "
+            f"{budget!r}."
+        )
+    return budget
+
+
+def check_size(first, samples, dtype, budget, verbose=False):
+    """Refuses a cache above ``budget`` bytes before it is built (and
+    prints its size if ``verbose``), from the teacher's ``(outputs,
+    features)`` for the first sample(s).
+
+    Example:
+    >>> first = (np.zeros((1, 1000)), {"conv": np.zeros((1, 8, 8, 64))})
+    >>> check_size(first, 10**5, "float16", DEFAULT_BUDGET, verbose=True)
+    keras_distill: caching the teacher's outputs for 100000 samples: 972.0 MiB (float16)
+    >>> check_size(first, 3 * 10**5, "float16", DEFAULT_BUDGET)
+    Traceback (most recent call last):
+    ...
+    ValueError: The teacher cache would take 3057600000 bytes (2916.0 MiB: 300000 samples...
+    """
+    outputs, features = first
+    size = TeacherCache.estimate_bytes(
+        samples, [np.shape(v)[1:] for v in [outputs, *features.values()]],
+        dtype)
+    if verbose:
+        print(f"keras_distill: caching the teacher's outputs for {samples} "
+              f"samples: {size / 2**20:.1f} MiB ({dtype})")
+    if budget is None or size <= budget:
+        return
+    raise ValueError(
+        f"The teacher cache would take {size} bytes ({size / 2**20:.1f} MiB: "
+        f"{samples} samples), above `cache_budget`={budget} bytes "
+        f"({budget / 2**20:.1f} MiB). Raise it (fit(..., cache_budget="
+        f"{int(size) + 1}) or None for no limit), halve the cache with "
+        "cache_dtype='float16', cache fewer samples or layers, or train "
+        "with cache_teacher=False (the teacher runs on every batch)."
+    )
 
 
 def split(x):
@@ -37,6 +118,18 @@ def split(x):
     if isinstance(x, dict) and OUTPUTS_KEY in x:
         return x[INPUTS_KEY], (x[OUTPUTS_KEY], x.get(FEATURES_KEY, {}))
     return x, None
+
+
+def inputs_of(x):
+    """The inputs of ``x``, packed with cached outputs or not.
+
+    Example:
+    >>> inputs_of({INPUTS_KEY: 1, OUTPUTS_KEY: 2}), inputs_of(3)
+    (1, 3)
+    """
+    if isinstance(x, dict) and INPUTS_KEY in x:
+        return x[INPUTS_KEY]
+    return x
 
 
 def check_arrays(x):
@@ -62,25 +155,6 @@ def check_arrays(x):
         )
 
 
-def _leaves(x):
-    if x is None:
-        return []
-    if isinstance(x, dict):
-        return [leaf for value in x.values() for leaf in _leaves(value)]
-    if isinstance(x, (list, tuple)):
-        return [leaf for value in x for leaf in _leaves(value)]
-    return [x]
-
-
-def _is_array(value):
-    if isinstance(value, np.ndarray):
-        return True
-    # tf.Tensor, jax.Array, torch.Tensor: array-likes with a shape and dtype
-    # that numpy can read (not iterators, datasets or generators).
-    return hasattr(value, "shape") and hasattr(value, "dtype") and hasattr(
-        value, "__array__")
-
-
 class TeacherCache:
     """The teacher's outputs (and tapped features) for every sample.
 
@@ -88,10 +162,13 @@ class TeacherCache:
         outputs: The teacher's outputs, one row per sample.
         features: ``{feature key: array}``, one row per sample.
         dtype: ``"float32"`` or ``"float16"`` (halves the memory).
+        teacher_dtype: The distiller's ``teacher_dtype``, named when the
+            teacher's outputs are not finite.
 
     Raises:
         ValueError: an unknown dtype, or non-finite outputs (a float16 cache
-            of logits beyond its range, or a broken teacher).
+            of logits beyond its range, a low-precision teacher that
+            overflowed, or a broken teacher).
 
     Example:
     >>> import numpy as np
@@ -99,12 +176,21 @@ class TeacherCache:
     'float16'
     """
 
-    def __init__(self, outputs, features=None, dtype="float32"):
-        if dtype not in DTYPES:
+    def __init__(self, outputs, features=None, dtype="float32",
+                 teacher_dtype=None):
+        check_dtype(dtype)
+        raw = [np.asarray(outputs),
+               *(np.asarray(v) for v in (features or {}).values())]
+        if not all(np.all(np.isfinite(v)) for v in raw):
             raise ValueError(
-                f"`cache_dtype` must be one of {DTYPES}, got {dtype!r}."
+                "The teacher produced non-finite outputs (NaN or inf) for "
+                "some training samples: "
+                + (f"its teacher_dtype={teacher_dtype!r} overflowed; use "
+                   "teacher_dtype='bfloat16' or None (float32)."
+                   if teacher_dtype is not None else
+                   "check the teacher and the inputs.")
             )
-        self.outputs = np.asarray(outputs).astype(dtype)
+        self.outputs = raw[0].astype(dtype)
         self.features = {
             key: np.asarray(value).astype(dtype)
             for key, value in (features or {}).items()
@@ -112,11 +198,8 @@ class TeacherCache:
         if not all(np.all(np.isfinite(v))
                    for v in [self.outputs, *self.features.values()]):
             raise ValueError(
-                "The teacher produced non-finite outputs (NaN or inf) for "
-                "some training samples"
-                + (" in float16; use cache_dtype='float32'."
-                   if dtype == "float16" else
-                   ": check the teacher and the inputs.")
+                "The teacher's outputs exceed float16's range (65504); use "
+                "cache_dtype='float32'."
             )
         nbytes = self.outputs.nbytes + sum(
             v.nbytes for v in self.features.values())

@@ -14,12 +14,20 @@ True
 """
 
 import keras
+import numpy as np
 
-from keras_distill import _compat, _fit_hooks, cache, terms
-from keras_distill.nan_guard import nan_guard
-from keras_distill._validation import check_alpha, check_temperature
+from keras_distill import _compat, _fit_checks, _fit_hooks, cache, terms
+from keras_distill.nan_guard import with_nan_guard
+from keras_distill import _distribute
+from keras_distill._validation import check_alpha, check_bool, check_temperature
+from keras_distill._validation import (
+    check_callable,
+    check_compile_flavour,
+    check_teacher_not_trained,
+)
 from keras_distill.objective import (
     Objective,
+    check_from_logits,
     check_class_axis,
     check_shapes,
     loss_reduction,
@@ -90,10 +98,15 @@ def _low_precision_copy(model, dtype):
     16-bit computation) and the original's weights; the original is not
     touched.
     """
+    map_teachers = getattr(model, "map_teachers", None)
+    if map_teachers is not None:  # a teacher ensemble: each teacher
+        return map_teachers(lambda teacher: _low_precision_copy(teacher, dtype))
     k = _compat.keras_module(_compat.flavour_of(model))
     policy = f"mixed_{dtype}"
 
     def clone(layer):
+        if isinstance(layer, k.Model):  # a nested model: its layers too
+            return k.models.clone_model(layer, clone_function=clone)
         config = layer.get_config()
         config["dtype"] = policy
         return layer.__class__.from_config(config)
@@ -103,12 +116,32 @@ def _low_precision_copy(model, dtype):
     except Exception as error:  # noqa: BLE001 - any reason clone_model refuses
         raise ValueError(
             f"`teacher_dtype`={dtype!r} needs a Sequential or Functional "
-            f"teacher that Keras can clone; cloning {model.name!r} failed "
-            f"({type(error).__name__}: {error}). Leave teacher_dtype=None, or "
-            "build the teacher with a mixed precision policy yourself."
+            f"teacher (nested models too) that Keras can clone; cloning "
+            f"{model.name!r} failed ({type(error).__name__}: {error}). Leave "
+            "teacher_dtype=None, or build the teacher with a mixed precision "
+            "policy yourself."
         ) from error
+    missed = [layer.name for layer in _all_layers(copy)
+              if getattr(layer.dtype_policy, "name", policy) != policy]
+    if missed:
+        raise ValueError(
+            f"`teacher_dtype`={dtype!r}: the layers {missed} of the teacher "
+            f"could not be given the {policy!r} policy and would compute in "
+            "float32. Leave teacher_dtype=None, or build the teacher with a "
+            "mixed precision policy yourself."
+        )
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _all_layers(model):
+    """Every layer of a model, nested models' layers included (no inputs)."""
+    out = []
+    for layer in model.layers:
+        if type(layer).__name__ == "InputLayer":
+            continue
+        out += _all_layers(layer) if hasattr(layer, "layers") else [layer]
+    return out
 
 
 # --------------------------------------------------------------------- core
@@ -121,6 +154,7 @@ class DistillerCore:
 
     _flavour = None
     _supports_teacher_dtype = True  # feature distillers tap the float teacher
+    _maps_teacher_inputs = False  # feature distillers: `teacher_input_fn`
 
     def __init__(
         self,
@@ -135,6 +169,8 @@ class DistillerCore:
         super().__init__(name=name, **kwargs)
         self._setup(student, teacher, teacher_outputs, student_outputs)
         self._set_teacher_dtype(teacher_dtype)
+        if not self._maps_teacher_inputs:
+            _fit_checks.check_input_widths(self.teacher, self.student)
 
     @classmethod
     def _keras(cls):
@@ -169,6 +205,9 @@ class DistillerCore:
             teacher, teacher_outputs, "teacher_outputs")
         self.student_outputs = resolve_output_kind(
             student, student_outputs, "student_outputs")
+        # What the user asked for: "auto" may switch on real outputs.
+        self._requested_outputs = Holder(teacher=teacher_outputs,
+                                         student=student_outputs)
         teacher_shape = _compat.single_output_shape(teacher)
         student_shape = _compat.single_output_shape(student)
         check_class_axis(teacher_shape, "teacher")
@@ -230,10 +269,22 @@ class DistillerCore:
                 the keras.io example (`keras_distill.terms.SoftenedLoss`).
             alpha: Weight of the student (hard-label) loss in [0, 1]; the
                 distillation loss gets ``1 - alpha``.
-            temperature: Softening temperature T > 0 (for terms built
-                without their own).
+            temperature: Softening temperature T, between 0.01 and 1000
+                (for terms built without their own).
             **kwargs: Passed on to ``Model.compile`` (``jit_compile``,
                 ``steps_per_execution``, ``run_eagerly``, ...).
+
+        Refused here, each with a ``TypeError`` / ``ValueError`` naming the
+        argument: an optimizer (or, for a ``tf_keras`` student, a metric)
+        of the other Keras flavour; a loss that cannot take ``(y_true,
+        y_pred)``; a cross-entropy whose ``from_logits`` contradicts the
+        student's final softmax (logits taken for probabilities are refused
+        on the first batch, once the outputs were looked at); a teacher
+        that is a trainable part of the student. Under ``tf.distribute`` a
+        student built outside ``strategy.scope()`` is refused, and a
+        ``tf_keras`` distiller's teacher built outside it is replaced by a
+        copy built inside (``distiller.teacher`` is the copy; yours is not
+        touched).
 
         Example:
         >>> import keras
@@ -242,7 +293,8 @@ class DistillerCore:
         ...                                  keras.layers.Dense(3)])
         >>> d = Distiller(student=make(), teacher=make())
         >>> d.compile(optimizer="adam", alpha=0.5, temperature=2.0,
-        ...           student_loss_fn="sparse_categorical_crossentropy")
+        ...           student_loss_fn=keras.losses.
+        ...           SparseCategoricalCrossentropy(from_logits=True))
         >>> d.alpha, d.temperature
         (0.5, 2.0)
         """
@@ -254,7 +306,14 @@ class DistillerCore:
             )
         alpha = check_alpha(alpha)
         temperature = check_temperature(temperature, "temperature")
+        check_compile_flavour(self._flavour, optimizer, metrics)
         student_loss_fn = self._resolve_loss(student_loss_fn, "student_loss_fn")
+        if student_loss_fn is not None and not terms.is_loss_object(
+                student_loss_fn):
+            check_callable(student_loss_fn, "student_loss_fn", 2)
+        check_from_logits(student_loss_fn, self.student_outputs, final=False)
+        check_teacher_not_trained(self.student, self.teacher)
+        _distribute.prepare(self)
         if student_loss_fn is None and alpha > 0:
             raise ValueError(
                 f"`student_loss_fn` is required when alpha > 0 (alpha="
@@ -398,8 +457,13 @@ class DistillerCore:
 
     # ---------------------------------------------------------------- fit
     def fit(self, x=None, y=None, *args, cache_teacher=False,
-            cache_dtype="float32", **kwargs):
+            cache_dtype="float32", cache_budget=cache.DEFAULT_BUDGET,
+            **kwargs):
         """``Model.fit``, optionally with the teacher run only once.
+
+        The data and its first batch are checked first, eagerly (see
+        `keras_distill._fit_checks`: each bad input is a ``ValueError``
+        naming it); unbuilt models are built on that batch.
 
         With ``cache_teacher=True`` the teacher's outputs for every training
         sample are computed once, in inference mode, before the first epoch
@@ -409,13 +473,17 @@ class DistillerCore:
         ``validation_split``, so they stay aligned. Only in-memory arrays
         are accepted: a ``tf.data`` pipeline or a generator may change its
         inputs from epoch to epoch (random augmentation), which would make
-        cached targets wrong. ``distiller.teacher_cache_info`` tells the
-        cache's size.
+        cached targets wrong. The cache's size is printed before it is
+        built (``verbose`` not 0) and checked against ``cache_budget``;
+        ``distiller.teacher_cache_info`` tells it afterwards.
 
         Args:
             x, y: As for ``Model.fit``.
             cache_teacher: Run the teacher once and cache its outputs.
             cache_dtype: ``"float32"`` or ``"float16"``.
+            cache_budget: The most bytes the cache may take (default
+                ``cache.DEFAULT_BUDGET``, 2 GiB); a larger cache is refused
+                before the teacher runs. ``None`` for no limit.
             *args, **kwargs: As for ``Model.fit``.
 
         Returns:
@@ -435,36 +503,79 @@ class DistillerCore:
         >>> d.teacher_cache_info["bytes"]  # 64 samples x 3 logits x 4 bytes
         768
         """
-        if args:
-            # Positional batch_size, epochs, verbose, callbacks: as keywords.
-            names = ("batch_size", "epochs", "verbose", "callbacks")
-            for name, value in zip(names, args):
-                if name in kwargs:
-                    raise TypeError(f"fit() got multiple values for `{name}`")
-                kwargs[name] = value
-            args = args[len(names):]
+        kwargs = _fit_checks.bind(args, kwargs, "fit")
+        self._require_compiled()
+        check_bool(cache_teacher, "cache_teacher")
+        cache.check_dtype(cache_dtype)
+        cache.check_budget(cache_budget)
+        if cache_teacher:
+            cache.check_arrays(cache.inputs_of(x))
+        _fit_checks.check_fit_arguments(kwargs)
+        inputs = cache.inputs_of(x)
+        checked = _fit_checks.check_data(
+            self, inputs, y, kwargs.get("sample_weight"), training=True)
+        x = checked if inputs is x else x  # a generator: its first batch back
+        if kwargs.get("validation_data") is not None:
+            kwargs["validation_data"] = _fit_checks.check_validation(
+                self, kwargs["validation_data"])
+        _fit_checks.check_student(self.student)
         if cache_teacher:
             teacher_cache = self.teacher_cache(
-                x, cache_dtype, kwargs.get("batch_size") or 256)
+                x, cache_dtype, kwargs.get("batch_size") or 256,
+                cache_budget=cache_budget,
+                verbose=kwargs.get("verbose", "auto") != 0)
             self.teacher_cache_info = teacher_cache.info
-            if kwargs.get("verbose", "auto") != 0:
-                print(f"keras_distill: {teacher_cache.describe()}")
             x = teacher_cache.pack(x)
         callbacks = list(kwargs.get("callbacks") or [])
         callbacks += _fit_hooks.callbacks_for(self.student, callbacks)
-        kwargs["callbacks"] = [nan_guard(self)] + callbacks
-        return super().fit(x, y, *args, **kwargs)
+        kwargs["callbacks"] = with_nan_guard(self, callbacks)
+        return super().fit(x, y, **kwargs)
 
-    def teacher_cache(self, x, cache_dtype="float32", batch_size=256):
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """``Model.evaluate``, the data and first batch checked first.
+
+        See `fit` for the checks (the student's trainability excepted).
+
+        Example:
+        >>> import numpy as np, keras
+        >>> from keras_distill import Distiller
+        >>> student, teacher = [keras.Sequential(
+        ...     [keras.Input((4,)), keras.layers.Dense(2)]) for _ in "st"]
+        >>> d = Distiller(student, teacher)
+        >>> d.compile(alpha=0.0)
+        >>> d.evaluate(np.zeros((0, 4)), verbose=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: `x` has no samples: ...
+        """
+        if kwargs.get("_use_cached_eval_dataset"):
+            # Keras's own validation inside fit: checked there, once.
+            return super().evaluate(x, y, *args, **kwargs)
+        kwargs = _fit_checks.bind(args, kwargs, "evaluate")
+        self._require_compiled()
+        _fit_checks.check_positive_int(kwargs.get("batch_size"), "batch_size")
+        inputs = cache.inputs_of(x)
+        checked = _fit_checks.check_data(
+            self, inputs, y, kwargs.get("sample_weight"), training=False)
+        x = checked if inputs is x else x  # a generator: its first batch back
+        return super().evaluate(x, y, **kwargs)
+
+    def teacher_cache(self, x, cache_dtype="float32", batch_size=256,
+                      cache_budget=cache.DEFAULT_BUDGET, verbose=False):
         """Runs the teacher once over in-memory arrays: a `TeacherCache`.
 
         What ``fit(cache_teacher=True)`` builds; ``cache.pack(x)`` gives
-        the input ``fit`` then trains on.
+        the input ``fit`` then trains on. Its size is estimated from the
+        teacher's outputs for the first sample before the teacher runs over
+        ``x``, and refused above ``cache_budget``.
 
         Args:
             x: The training inputs (numpy arrays or tensors).
             cache_dtype: ``"float32"`` or ``"float16"``.
             batch_size: The teacher's batch size.
+            cache_budget: The most bytes the cache may take; ``None`` for no
+                limit.
+            verbose: Print the size before building.
 
         Returns:
             A `keras_distill.cache.TeacherCache`.
@@ -477,15 +588,21 @@ class DistillerCore:
         >>> d = Distiller(student=make(), teacher=make())
         >>> d.teacher_cache(np.zeros((10, 8), "float32")).info["shape"]
         (10, 3)
+        >>> d.teacher_cache(np.zeros((10, 8), "float32"), cache_budget=100)
+        Traceback (most recent call last):
+        ...
+        ValueError: The teacher cache would take 120 bytes (0.0 MiB: 10 samples...
         """
-        if cache_dtype not in cache.DTYPES:
-            raise ValueError(
-                f"`cache_dtype` must be one of {cache.DTYPES}, got "
-                f"{cache_dtype!r}."
-            )
+        cache.check_dtype(cache_dtype)
+        cache.check_budget(cache_budget)
         cache.check_arrays(x)
+        first, _, _ = _fit_checks.first_batch(x, rows=1)
+        cache.check_size(_fit_checks.probe_teacher(self, first, "x"),
+                         _fit_checks.samples(x), cache_dtype, cache_budget,
+                         verbose)
         outputs, features = self._teacher_predict(x, batch_size)
-        return cache.TeacherCache(outputs, features, cache_dtype)
+        return cache.TeacherCache(outputs, features, cache_dtype,
+                                  teacher_dtype=self.teacher_dtype)
 
     # -------------------------------------------------------- serialisation
     def get_config(self):

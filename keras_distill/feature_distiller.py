@@ -22,7 +22,7 @@ student.
 import keras
 import numpy as np
 
-from keras_distill import terms
+from keras_distill import _fit_checks, terms
 from keras_distill._validation import check_bool, check_weight, identifier
 from keras_distill.pairs import (
     _RESERVED_NAMES,
@@ -46,6 +46,7 @@ class FeatureCore(DistillerCore):
     """
 
     _supports_teacher_dtype = False
+    _maps_teacher_inputs = True
 
     def __init__(
         self,
@@ -96,6 +97,8 @@ class FeatureCore(DistillerCore):
         self.pairs = pairs
         self.logits_weight = logits_weight
         self.teacher_input_fn = teacher_input_fn
+        if teacher_input_fn is None:
+            _fit_checks.check_input_widths(teacher, student)
         self.check_numerics = check_numerics
         self._features_fns = Holder(
             student=student_features_fn, teacher=teacher_features_fn,
