@@ -20,7 +20,7 @@ True
 import sys
 
 from keras_distill import _compat
-from keras_distill._fit_checks import short
+from keras_distill._probes import short
 
 _CREATE_INSIDE = (
     "create the {role} inside `with strategy.scope():` (build the model, "

@@ -2,26 +2,28 @@
 
 A bad input found inside the compiled step surfaces as a deep TensorFlow
 trace, or (on JAX) as a NaN or a silently wrong number. So the distillers
-look at the data first, eagerly, outside any compiled function (safe under
-``jax.jit`` and XLA), once per call:
+look at the arguments and the data first, eagerly, outside any compiled
+function (safe under ``jax.jit`` and XLA), once per call. This module is
+where they start (`check_data`, `check_validation`, and the argument
+checks ``fit`` calls) and holds the checks of what was passed:
 
 - the arguments: ``batch_size``, ``epochs`` (and ``initial_epoch``);
 - the data: ``x`` missing or without samples, ``x``/``y``/
   ``sample_weight`` of different lengths, NaN or inf in ``x`` or ``y``;
-- the first batch (up to `PROBE_ROWS` samples, of ``x`` and of
-  ``validation_data``) through both models, which builds unbuilt ones: an
-  input shape that fits neither (named, with ``teacher_input_fn``), a
-  teacher whose outputs are not finite (a ``teacher_dtype`` overflow is
-  named), outputs that are not of the kind ``teacher_outputs`` /
-  ``student_outputs`` say (``"auto"`` turns into ``"probabilities"`` for
-  rows that are probabilities, with a warning), class labels outside the
-  student's classes, labels ``student_loss_fn`` cannot compare with the
-  student's outputs (one-hot rows for a sparse loss);
-- before training: a student with no trainable or non-finite weights.
+- the labels of the first batch (up to `PROBE_ROWS` samples, of ``x`` and
+  of ``validation_data``): class labels outside the student's classes,
+  labels ``student_loss_fn`` cannot compare with the student's outputs
+  (one-hot rows for a sparse loss);
+- the models as given: teacher and student input widths no ``x`` fits
+  (at construction), a student with no trainable or non-finite weights
+  (before training).
+
+Running the first batch through the models (which builds unbuilt ones,
+checks input shapes, finite teacher outputs and output kinds) is
+`_probes`; reading the data as numpy is `_arrays`.
 
 Each raises a ``ValueError``/``TypeError`` naming the argument, what is
-wrong and how to fix it. The probes leave no trace in the models (their
-non-trainable variables are put back).
+wrong and how to fix it.
 
 Example:
 >>> import numpy as np
@@ -30,120 +32,19 @@ Example:
 ((4, 3), [0, 1, 2, 3])
 """
 
-import contextlib
 import numbers
-import re
 import sys
 import types
-import warnings
 
 import keras
 import numpy as np
 
-from keras_distill import _compat
+from keras_distill._arrays import (in_memory, leaves, map_arrays, samples,
+                                   shapes, to_numpy)
+from keras_distill._probes import (input_shape, probe_student, probe_teacher,
+                                   settle_output_kind, short)
 
 PROBE_ROWS = 16
-# Rows of probabilities sum to 1 up to the rounding of a 16-bit model.
-_SUM_TOLERANCE = 2e-2
-
-
-# --------------------------------------------------------------- arrays
-def to_numpy(value):
-    """A tensor (TensorFlow, JAX, numpy) as a numpy array.
-
-    Example:
-    >>> to_numpy([1, 2]).tolist()
-    [1, 2]
-    """
-    if isinstance(value, (np.ndarray, list, tuple)) or type(
-            value).__module__.startswith("pandas"):
-        return np.asarray(value)
-    inner = getattr(value, "value", None)
-    if inner is not None and not callable(inner):  # a Keras 3 variable
-        value = inner
-    if hasattr(value, "numpy"):  # TensorFlow eager tensors
-        return np.asarray(value.numpy())
-    return np.asarray(keras.ops.convert_to_numpy(value))
-
-
-def leaves(value):
-    """The arrays of a nested structure (dicts, lists, tuples), ``None``
-    dropped.
-
-    Example:
-    >>> len(leaves({"a": [1, 2], "b": None}))
-    1
-    """
-    if value is None:
-        return []
-    if isinstance(value, dict):
-        return [leaf for v in value.values() for leaf in leaves(v)]
-    if isinstance(value, (list, tuple)) and not all(
-            isinstance(v, numbers.Number) for v in value):
-        return [leaf for v in value for leaf in leaves(v)]
-    return [value]
-
-
-def is_array(value):
-    """An in-memory array (numpy, or a tensor numpy can read), not an
-    iterator, dataset or generator.
-
-    Example:
-    >>> is_array(np.zeros(2)), is_array(iter([]))
-    (True, False)
-    """
-    if isinstance(value, np.ndarray):
-        return True
-    # tf.Tensor, jax.Array, pandas objects: array-likes with a shape that
-    # numpy can read (not iterators, datasets or generators).
-    return hasattr(value, "shape") and hasattr(value, "__array__")
-
-
-def map_arrays(fn, value):
-    """``fn`` applied to every array of a nested structure (a list of
-    numbers counts as one array).
-
-    Example:
-    >>> map_arrays(len, {"a": [1, 2], "b": None})
-    {'a': 2, 'b': None}
-    """
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        return {key: map_arrays(fn, v) for key, v in value.items()}
-    if isinstance(value, (list, tuple)) and not all(
-            isinstance(v, numbers.Number) for v in value):
-        return type(value)(map_arrays(fn, v) for v in value)
-    return fn(value)
-
-
-def samples(value):
-    """The number of samples of an array or a nested structure's first one.
-
-    Example:
-    >>> samples({"a": np.zeros((5, 2))})
-    5
-    """
-    if isinstance(value, (dict, list, tuple)) and _in_memory(value):
-        value = leaves(value)[0]
-    return _samples(value)
-
-
-def _samples(value):
-    shape = getattr(value, "shape", None)
-    if shape is None:
-        return len(value)
-    return int(shape[0]) if len(shape) else 1
-
-
-def _in_memory(value):
-    """``value`` as arrays (nested), or ``None`` when it is not arrays."""
-    found = leaves(value)
-    if not found:
-        return None
-    if all(is_array(v) or isinstance(v, (list, tuple)) for v in found):
-        return found
-    return None
 
 
 # ---------------------------------------------------------- arguments
@@ -258,8 +159,8 @@ def first_batch(x, y=None, sample_weight=None, argument="x",
             f"`{argument}` is None: pass the inputs (arrays, a tf.data "
             "dataset or a PyDataset)."
         )
-    if _in_memory(x) is not None:
-        if _samples(leaves(x)[0]) == 0:
+    if in_memory(x) is not None:
+        if samples(leaves(x)[0]) == 0:
             raise _empty(argument)
 
         def head(array):
@@ -296,15 +197,15 @@ def check_lengths(x, y, sample_weight, names=("x", "y", "sample_weight")):
     ...
     ValueError: `y` has 3 samples but `x` has 4: ...
     """
-    found = _in_memory(x)
+    found = in_memory(x)
     if found is None:
         return
-    n = _samples(found[0])
+    n = samples(found[0])
     for value, name in zip((x, y, sample_weight), names):
-        for leaf in _in_memory(value) or []:
-            if _samples(leaf) != n:
+        for leaf in in_memory(value) or []:
+            if samples(leaf) != n:
                 raise ValueError(
-                    f"`{name}` has {_samples(leaf)} samples but `{names[0]}` "
+                    f"`{name}` has {samples(leaf)} samples but `{names[0]}` "
                     f"has {n}: give one entry per input sample (in the same "
                     "order)."
                 )
@@ -320,7 +221,7 @@ def check_finite(value, argument):
     ...
     ValueError: `x` contains NaN or infinite values (the first in sample 0). ...
     """
-    for leaf in _in_memory(value) or []:
+    for leaf in in_memory(value) or []:
         array = np.asarray(leaf)
         if not np.issubdtype(array.dtype, np.floating):
             continue
@@ -381,145 +282,7 @@ def check_label_range(labels, classes, ignore=None, argument="y"):
         )
 
 
-# ------------------------------------------------------- output kinds
-def probability_rows(outputs):
-    """Whether every row of ``outputs`` is in [0, 1] and sums to 1.
-
-    Example:
-    >>> probability_rows(np.array([[0.2, 0.8]])), probability_rows(np.ones((1, 2)))
-    (True, False)
-    """
-    outputs = np.asarray(outputs, np.float64)
-    if outputs.ndim < 2 or outputs.shape[-1] < 2 or outputs.size == 0:
-        return None
-    if not np.isfinite(outputs).all():
-        return False
-    sums = outputs.sum(axis=-1)
-    return bool(outputs.min() >= -1e-6 and outputs.max() <= 1 + 1e-6
-                and np.abs(sums - 1).max() <= _SUM_TOLERANCE)
-
-
-def check_output_kind(outputs, kind, role, requested):
-    """The kind to use for a model's outputs, checked on real outputs.
-
-    ``"probabilities"`` on rows that are not probabilities raises (the
-    softening would be of ``log`` of numbers that are no probabilities);
-    ``"logits"`` on rows that are probabilities warns, and a ``requested``
-    ``"auto"`` switches to ``"probabilities"``.
-
-    Returns:
-        ``"logits"`` or ``"probabilities"``.
-
-    Example:
-    >>> check_output_kind(np.array([[3.0, -1.0]]), "probabilities",
-    ...                   "teacher", "probabilities")
-    Traceback (most recent call last):
-    ...
-    ValueError: `teacher_outputs`='probabilities', but the teacher's outputs ...
-    """
-    is_probability = probability_rows(outputs)
-    if is_probability is None:
-        return kind
-    argument = f"{role}_outputs"
-    if kind == "probabilities" and not is_probability:
-        outputs = np.asarray(outputs, np.float64)
-        said = ("'auto' (a final softmax was seen)" if requested == "auto"
-                else "'probabilities'")
-        raise ValueError(
-            f"`{argument}`={said}, but the {role}'s outputs on the "
-            "first batch are not probabilities (rows in [0, 1] summing to 1): "
-            f"values from {outputs.min():.3g} to {outputs.max():.3g}, row sums "
-            f"up to {np.abs(outputs.sum(-1)).max():.3g}. Pass "
-            f"{argument}='logits' for a model without a final softmax (or "
-            "'auto')."
-        )
-    if kind == "logits" and is_probability:
-        switch = requested == "auto"
-        warnings.warn(
-            f"keras_distill: the {role}'s outputs on the first batch are "
-            "probabilities (every row in [0, 1] and summing to 1), so the "
-            f"{role} seems to end in a softmax that was not recognised. "
-            + ("They are now taken as probabilities. " if switch else
-               f"They are taken as logits because `{argument}`='logits' was "
-               "given, which softens probabilities as if they were logits. ")
-            + f"Pass {argument}='probabilities' to say so"
-            + (" and silence this warning." if switch else ".")
-            + (" The student loss receives the raw outputs: use a loss with "
-               "from_logits=False." if role == "student" else ""),
-            UserWarning,
-            stacklevel=4,
-        )
-        if switch:
-            return "probabilities"
-    return kind
-
-
-# ------------------------------------------------------------ models
-def input_shape(model):
-    """The static shape of a model's single input, or ``None``.
-
-    Example:
-    >>> import keras
-    >>> input_shape(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
-    (None, 3)
-    """
-    try:
-        (tensor,) = model.inputs
-    except (AttributeError, TypeError, ValueError):  # unbuilt, several inputs
-        return None
-    shape = tensor.shape
-    return tuple(shape.as_list()) if hasattr(shape, "as_list") else tuple(shape)
-
-
-def shapes(value):
-    """The shapes of a nested structure's arrays, for messages.
-
-    Example:
-    >>> shapes({"a": np.zeros((2, 3))})
-    "{'a': (2, 3)}"
-    """
-    return str(map_arrays(lambda a: tuple(np.shape(a)), value))
-
-
-def short(error):
-    """The informative lines of a Keras error, without its frame.
-
-    Example:
-    >>> short(ValueError("Exception encountered when calling X.\\n\\nbad input"
-    ...                  "\\n\\nArguments received by X.call():\\n  x"))
-    'bad input.'
-    """
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
-    text = text.split("Arguments received", 1)[0]
-    lines = [line.strip() for line in text.splitlines() if line.strip()
-             and not line.strip().startswith("Exception encountered")]
-    text = " ".join(lines)[:400] or type(error).__name__
-    return text if text.endswith(".") else text + "."
-
-
-def call_failed(model, role, x, argument, error, via=False):
-    """The ``ValueError`` for a model that cannot be called on the data.
-
-    Example:
-    >>> import keras
-    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    >>> call_failed(m, "student", np.zeros((1, 4)), "x", ValueError("bad"))
-    ValueError("The student cannot be called on the first batch of `x` ...
-    """
-    given = (f"`teacher_input_fn`'s output for the first batch of "
-             f"`{argument}`" if via else f"the first batch of `{argument}`")
-    fix = (f"Give `{argument}` the {role}'s input shape"
-           + (", or make `teacher_input_fn` return it." if via else "."))
-    if role == "teacher" and not via and argument == "x":
-        fix += (" A teacher that takes other inputs than the student needs "
-                "FeatureDistiller's `teacher_input_fn`.")
-    return ValueError(
-        f"The {role} cannot be called on {given} (shape {shapes(x)}): "
-        f"{short(error)} The {role} expects inputs of shape "
-        f"{input_shape(model) or 'unknown'}. {fix}"
-    )
-
-
+# ------------------------------------------------------- models as given
 def check_input_widths(teacher, student):
     """At construction: teacher and student can take the same ``x``.
 
@@ -574,151 +337,7 @@ def check_student(student):
         )
 
 
-def build_symbolically(model, x):
-    """Builds an unbuilt model for inputs like ``x`` without running it
-    (a real call would also run its state updates).
-
-    Example:
-    >>> import keras
-    >>> net = keras.Sequential([keras.layers.Dense(2)])
-    >>> build_symbolically(net, np.zeros((4, 3)))
-    >>> net.built
-    True
-    """
-    if model.built:
-        return
-    shape = lambda a: (None,) + tuple(np.shape(a)[1:])  # noqa: E731
-    try:
-        if _compat.flavour_of(model) == _compat.KERAS3:
-            model(map_arrays(lambda a: keras.KerasTensor(
-                shape(a), dtype=str(np.asarray(a).dtype)), x))
-        else:
-            model.build(map_arrays(shape, x))
-    except Exception:  # noqa: BLE001 - the real call builds it and reports
-        pass
-
-
-@contextlib.contextmanager
-def unchanged(x, *models):
-    """Puts the models' non-trainable variables (counters, statistics)
-    back as they were: a probe on ``x`` leaves no trace in the models
-    (an unbuilt model is first built symbolically).
-
-    Example:
-    >>> import keras
-    >>> bn = keras.Sequential([keras.Input((2,)), keras.layers.BatchNormalization()])
-    >>> with unchanged(np.ones((4, 2)), bn):
-    ...     _ = bn(np.ones((4, 2)), training=True)
-    >>> to_numpy(bn.layers[0].moving_mean).tolist()
-    [0.0, 0.0]
-    """
-    kept, seen = [], set()
-    for model in models:
-        if model is None:
-            continue
-        build_symbolically(model, x)
-        if not model.built:
-            continue
-        for variable in model.non_trainable_weights:
-            if id(variable) not in seen:
-                seen.add(id(variable))
-                kept.append((variable, to_numpy(variable).copy()))
-    try:
-        yield
-    finally:
-        for variable, value in kept:
-            variable.assign(value)
-
-
-def probe_student(distiller, x, argument):
-    """The student's outputs on a batch, as numpy (building it on the batch
-    if it was not built).
-
-    Example:
-    >>> import keras
-    >>> from keras_distill import Distiller
-    >>> net = lambda: keras.Sequential([keras.layers.Dense(2)])  # unbuilt
-    >>> d = Distiller(net(), net())
-    >>> probe_student(d, np.zeros((1, 3), "float32"), "x").shape, d.student.built
-    ((1, 2), True)
-    """
-    with unchanged(x, distiller.student):
-        try:
-            out, _ = distiller._student_forward(x, training=False)
-        except Exception as error:  # noqa: BLE001 - named in the message
-            raise call_failed(distiller.student, "student", x, argument,
-                              error) from error
-    return to_numpy(out)
-
-
-def probe_teacher(distiller, x, argument):
-    """The teacher's ``(outputs, features)`` on a batch, as numpy; its
-    input mapping named when it fails; non-finite outputs refused.
-
-    Example:
-    >>> import keras
-    >>> from keras_distill import Distiller
-    >>> net = lambda: keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    >>> out, features = probe_teacher(Distiller(net(), net()), np.zeros((1, 3)), "x")
-    >>> out.shape, features
-    ((1, 2), {})
-    """
-    fn = getattr(distiller, "teacher_input_fn", None)
-    teacher_x = x
-    if fn is not None:
-        try:
-            teacher_x = fn(x)
-        except Exception as error:  # noqa: BLE001 - named in the message
-            raise ValueError(
-                f"`teacher_input_fn` failed on the first batch of "
-                f"`{argument}` (shape {shapes(x)}): {short(error)}"
-            ) from error
-    with unchanged(teacher_x, distiller.teacher,
-                   distiller._inference_teacher.model):
-        try:
-            out, features = distiller._teacher_forward(x)
-        except Exception as error:  # noqa: BLE001 - named in the message
-            raise call_failed(distiller.teacher, "teacher", teacher_x,
-                              argument, error, via=fn is not None) from error
-    out = to_numpy(out)
-    if not np.isfinite(out).all():
-        _non_finite_teacher(distiller, x, argument)
-    return out, {key: to_numpy(value) for key, value in features.items()}
-
-
-def _non_finite_teacher(distiller, x, argument):
-    dtype = distiller.teacher_dtype
-    if dtype is not None:
-        with unchanged(x, distiller.teacher):
-            full = to_numpy(leaves(distiller.teacher(x, training=False))[0])
-        if np.isfinite(full).all():
-            raise ValueError(
-                f"`teacher_dtype`={dtype!r}: the teacher's outputs overflow "
-                f"{dtype} on the first batch of `{argument}` (NaN or inf, "
-                f"where in float32 they reach {np.abs(full).max():.3g}; "
-                "float16 holds up to 65504). Use teacher_dtype='bfloat16' "
-                "(float32's range) or None (float32)."
-            )
-    raise ValueError(
-        f"The teacher's outputs on the first batch of `{argument}` are NaN "
-        "or infinite: the teacher is broken (NaN weights?) or overflows on "
-        "these inputs. Check the `teacher` on its own (teacher.predict) "
-        "before distilling from it."
-    )
-
-
-def _check_kind(distiller, role, outputs):
-    """`check_output_kind` on a model's outputs; ``auto`` may switch."""
-    if not np.isfinite(outputs).all():
-        return
-    kind = getattr(distiller, f"{role}_outputs")
-    checked = check_output_kind(
-        outputs, kind, role, getattr(distiller._requested_outputs, role))
-    if checked != kind:
-        setattr(distiller, f"{role}_outputs", checked)
-        setattr(distiller._objective, f"{role}_kind", checked)
-
-
+# -------------------------------------------------- the first batch
 def _replay(first, rest):
     yield first
     yield from rest
@@ -775,13 +394,13 @@ def _check_batch(distiller, first_x, first_y, y, training, argument, names):
     labelled = first_y is not None
     if training or not labelled or objective.student_loss_fn is None:
         teacher, _ = probe_teacher(distiller, first_x, argument)
-        _check_kind(distiller, "teacher", teacher)
-    _check_kind(distiller, "student", student)
+        settle_output_kind(distiller, "teacher", teacher)
+    settle_output_kind(distiller, "student", student)
     if not labelled:
         return
-    in_memory = _in_memory(y) is not None
+    whole = in_memory(y) is not None
     check_label_range(
-        sparse_labels(y if in_memory else first_y, student), student.shape[-1],
+        sparse_labels(y if whole else first_y, student), student.shape[-1],
         getattr(objective.student_loss_fn, "ignore_class", None), names[1])
     if objective.uses_student_loss:
         try:

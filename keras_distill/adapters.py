@@ -12,7 +12,7 @@ Example:
 """
 
 from keras_distill import _compat
-from keras_distill._fit_checks import short
+from keras_distill._probes import short
 from keras_distill.pairs import _shape, _static_shape
 
 

@@ -20,8 +20,8 @@ import numbers
 
 import numpy as np
 
-from keras_distill._fit_checks import is_array as _is_array
-from keras_distill._fit_checks import leaves as _leaves
+from keras_distill._arrays import is_array as _is_array
+from keras_distill._arrays import leaves as _leaves
 
 INPUTS_KEY = "keras_distill_inputs"
 OUTPUTS_KEY = "keras_distill_teacher_outputs"
@@ -117,6 +117,10 @@ def split(x):
     """
     if isinstance(x, dict) and OUTPUTS_KEY in x:
         return x[INPUTS_KEY], (x[OUTPUTS_KEY], x.get(FEATURES_KEY, {}))
+    if isinstance(x, dict) and INPUTS_KEY in x:
+        # Packed with a view cache (`keras_distill.views`): outside the
+        # training step the clean inputs, and the teacher runs online.
+        return x[INPUTS_KEY], None
     return x, None
 
 

@@ -14,11 +14,16 @@ True
 """
 
 import keras
-import numpy as np
 
 from keras_distill import _compat, _fit_checks, _fit_hooks, cache, terms
+from keras_distill import view_cache as views_module
 from keras_distill.nan_guard import with_nan_guard
 from keras_distill import _distribute
+from keras_distill._model_io import (  # noqa: F401 - re-exported
+    _low_precision_copy,
+    resolve_output_kind,
+    single_tensor,
+)
 from keras_distill._validation import check_alpha, check_bool, check_temperature
 from keras_distill._validation import (
     check_callable,
@@ -33,7 +38,6 @@ from keras_distill.objective import (
     loss_reduction,
 )
 
-_OUTPUT_KINDS = ("auto", "logits", "probabilities")
 _TEACHER_DTYPES = (None, "float16", "bfloat16")
 _LOG_NAMES = ("student_loss", "distillation_loss")
 
@@ -51,97 +55,6 @@ class Holder:
 
     def __init__(self, **values):
         self.__dict__.update(values)
-
-
-def single_tensor(value, argument):
-    """The one tensor of a model's output; refuses multi-output models.
-
-    Example:
-    >>> single_tensor([1.0], "student")
-    1.0
-    """
-    if isinstance(value, (dict, list, tuple)):
-        flat = keras.tree.flatten(value)
-        if len(flat) != 1:
-            raise ValueError(
-                f"The {argument} returned {len(flat)} outputs; Distiller "
-                "distils single-output models. Build a model that returns "
-                "only the class scores to distil."
-            )
-        return flat[0]
-    return value
-
-
-def check_output_kind(value, argument):
-    """One of ``auto``, ``logits``, ``probabilities``."""
-    if value not in _OUTPUT_KINDS:
-        raise ValueError(
-            f"`{argument}` must be one of {_OUTPUT_KINDS}, got {value!r}. "
-            "Use 'probabilities' for a model that ends in a softmax, "
-            "'logits' otherwise, or 'auto' to detect it."
-        )
-    return value
-
-
-def resolve_output_kind(model, value, argument):
-    """``logits`` or ``probabilities`` for a model (``auto`` inspects it)."""
-    value = check_output_kind(value, argument)
-    if value != "auto":
-        return value
-    return "probabilities" if _compat.ends_in_softmax(model) else "logits"
-
-
-def _low_precision_copy(model, dtype):
-    """A copy of a Sequential/Functional model computing in ``dtype``.
-
-    Every layer gets the ``mixed_<dtype>`` policy (float32 variables,
-    16-bit computation) and the original's weights; the original is not
-    touched.
-    """
-    map_teachers = getattr(model, "map_teachers", None)
-    if map_teachers is not None:  # a teacher ensemble: each teacher
-        return map_teachers(lambda teacher: _low_precision_copy(teacher, dtype))
-    k = _compat.keras_module(_compat.flavour_of(model))
-    policy = f"mixed_{dtype}"
-
-    def clone(layer):
-        if isinstance(layer, k.Model):  # a nested model: its layers too
-            return k.models.clone_model(layer, clone_function=clone)
-        config = layer.get_config()
-        config["dtype"] = policy
-        return layer.__class__.from_config(config)
-
-    try:
-        copy = k.models.clone_model(model, clone_function=clone)
-    except Exception as error:  # noqa: BLE001 - any reason clone_model refuses
-        raise ValueError(
-            f"`teacher_dtype`={dtype!r} needs a Sequential or Functional "
-            f"teacher (nested models too) that Keras can clone; cloning "
-            f"{model.name!r} failed ({type(error).__name__}: {error}). Leave "
-            "teacher_dtype=None, or build the teacher with a mixed precision "
-            "policy yourself."
-        ) from error
-    missed = [layer.name for layer in _all_layers(copy)
-              if getattr(layer.dtype_policy, "name", policy) != policy]
-    if missed:
-        raise ValueError(
-            f"`teacher_dtype`={dtype!r}: the layers {missed} of the teacher "
-            f"could not be given the {policy!r} policy and would compute in "
-            "float32. Leave teacher_dtype=None, or build the teacher with a "
-            "mixed precision policy yourself."
-        )
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-def _all_layers(model):
-    """Every layer of a model, nested models' layers included (no inputs)."""
-    out = []
-    for layer in model.layers:
-        if type(layer).__name__ == "InputLayer":
-            continue
-        out += _all_layers(layer) if hasattr(layer, "layers") else [layer]
-    return out
 
 
 # --------------------------------------------------------------------- core
@@ -169,6 +82,8 @@ class DistillerCore:
         super().__init__(name=name, **kwargs)
         self._setup(student, teacher, teacher_outputs, student_outputs)
         self._set_teacher_dtype(teacher_dtype)
+        self._views = Holder(value=None, objective=None)
+        self._init_view_seed()
         if not self._maps_teacher_inputs:
             _fit_checks.check_input_widths(self.teacher, self.student)
 
@@ -423,6 +338,26 @@ class DistillerCore:
     def _has_student_features(self):
         return False
 
+    # ---------------------------------------------------------- views
+    def _init_view_seed(self):
+        """The seed generator of the augmented views (see
+        `keras_distill.views`); the Keras 3 shell tracks it as state."""
+        self._view_seed_holder = Holder(generator=None)
+
+    def _view_seed_generator(self):
+        holder = self._view_seed_holder
+        if holder.generator is None:
+            holder.generator = keras.random.SeedGenerator()
+        return holder.generator
+
+    def _num_classes(self):
+        return int(_compat.single_output_shape(self.teacher)[-1])
+
+    def _training_objective(self):
+        """The objective of a training step (mixed labels: soft-label
+        student loss)."""
+        return self._views.objective or self._objective
+
     def _adapter_layer_list(self):
         """Layers that train with the student but are not part of it."""
         return []
@@ -458,7 +393,7 @@ class DistillerCore:
     # ---------------------------------------------------------------- fit
     def fit(self, x=None, y=None, *args, cache_teacher=False,
             cache_dtype="float32", cache_budget=cache.DEFAULT_BUDGET,
-            **kwargs):
+            augmentation=None, views=None, top_k=None, **kwargs):
         """``Model.fit``, optionally with the teacher run only once.
 
         The data and its first batch are checked first, eagerly (see
@@ -470,11 +405,10 @@ class DistillerCore:
         and kept in memory (``cache_dtype="float16"`` halves it); every epoch
         then trains the student without running the teacher. The outputs
         travel with their inputs through Keras's shuffling and
-        ``validation_split``, so they stay aligned. Only in-memory arrays
-        are accepted: a ``tf.data`` pipeline or a generator may change its
-        inputs from epoch to epoch (random augmentation), which would make
-        cached targets wrong. The cache's size is printed before it is
-        built (``verbose`` not 0) and checked against ``cache_budget``;
+        ``validation_split``. Only in-memory arrays are accepted (a
+        ``tf.data`` pipeline may change its inputs every epoch; use
+        ``augmentation`` for random views). The cache's size is printed
+        before it is built and checked against ``cache_budget``;
         ``distiller.teacher_cache_info`` tells it afterwards.
 
         Args:
@@ -484,6 +418,19 @@ class DistillerCore:
             cache_budget: The most bytes the cache may take (default
                 ``cache.DEFAULT_BUDGET``, 2 GiB); a larger cache is refused
                 before the teacher runs. ``None`` for no limit.
+            augmentation: Consistent views (`keras_distill.views`; Beyer et
+                al. 2022): Keras image preprocessing layers (one, a list or
+                a ``keras.Sequential``: ``RandomFlip``, ``RandomTranslation``,
+                ``MixUp``, ...) or a callable. Each training batch is
+                augmented once and the teacher and the student see the same
+                view; ``MixUp``/``CutMix`` mix the labels of the hard-label
+                loss too (a sparse cross-entropy becomes the categorical
+                one). With ``cache_teacher=True`` the teacher's outputs are
+                cached for ``views`` recorded views per sample (FKD, Shen &
+                Xing 2022) and every step replays one of them.
+            views: K, the views cached per sample (default 8).
+            top_k: Cache only the ``top_k`` largest teacher logits per view
+                (see `keras_distill.views.build_view_cache`).
             *args, **kwargs: As for ``Model.fit``.
 
         Returns:
@@ -519,7 +466,11 @@ class DistillerCore:
             kwargs["validation_data"] = _fit_checks.check_validation(
                 self, kwargs["validation_data"])
         _fit_checks.check_student(self.student)
-        if cache_teacher:
+        x = views_module.prepare_fit(
+            self, x, augmentation, views, top_k, cache_teacher, cache_dtype,
+            cache_budget, kwargs.get("batch_size"),
+            kwargs.get("verbose", "auto") != 0)
+        if cache_teacher and augmentation is None:
             teacher_cache = self.teacher_cache(
                 x, cache_dtype, kwargs.get("batch_size") or 256,
                 cache_budget=cache_budget,

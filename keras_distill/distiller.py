@@ -17,7 +17,8 @@ keras_distill.Distiller)`` holds for both.
 import keras
 
 from keras_distill import _compat, cache, terms
-from keras_distill.core import DistillerCore, _batch_size, single_tensor
+from keras_distill import view_cache as views_module
+from keras_distill.core import DistillerCore, Holder, _batch_size, single_tensor
 
 
 # Deprecated spelling kept for existing code: the DKD term.
@@ -208,13 +209,28 @@ class Distiller(DistillerCore, keras.Model, metaclass=FlavourDispatch):
 
         While training a feature distiller it also returns the student's
         tapped features (``{"output": ..., "features": {...}}``), so that
-        one forward pass serves the loss.
+        one forward pass serves the loss. With ``fit(augmentation=...)``
+        the student sees the batch's view, which the loss gives the teacher.
         """
+        if training and self._views.value is not None:
+            x, cached, transformations = views_module.training_batch(
+                self, inputs)
+            self._step_view.value = (x, cached, transformations)
+            out, features = self._student_forward(x, training=True)
+            return {"output": out, "features": features}
         x, _ = cache.split(inputs)
         if training and self._has_student_features():
             out, features = self._student_forward(x, training=True)
             return {"output": out, "features": features}
         return single_tensor(self.student(x, training=training), "student")
+
+    def _init_view_seed(self):
+        # Tracked state: the JAX trainer threads it through its steps.
+        self._view_seed = keras.random.SeedGenerator()
+        self._step_view = Holder(value=None)
+
+    def _view_seed_generator(self):
+        return self._view_seed
 
     @staticmethod
     def _prediction(y_pred):
@@ -249,9 +265,20 @@ class Distiller(DistillerCore, keras.Model, metaclass=FlavourDispatch):
         distillation loss when there are none.
         """
         self._require_compiled()
-        x, cached = cache.split(x)
-        if y_pred is None:
-            y_pred = self(x, training=training)
+        objective = self._objective
+        step_view, self._step_view.value = self._step_view.value, None
+        if training and y_pred is None:
+            y_pred = self(x, training=True)
+            step_view, self._step_view.value = self._step_view.value, None
+        if training and step_view is not None:
+            # fit(augmentation=...): the view the student saw in `call`.
+            x, cached, transformations = step_view
+            y = views_module.training_labels(self, y, transformations)
+            objective = self._training_objective()
+        else:
+            x, cached = cache.split(x)
+            if y_pred is None:
+                y_pred = self(x, training=training)
         student_out, student_features = self._prediction(y_pred)
         replicas = _replicas()
 
@@ -264,7 +291,7 @@ class Distiller(DistillerCore, keras.Model, metaclass=FlavourDispatch):
         regularisation = self._regularisation(scale)
         if training:
             teacher_out, teacher_features = self._teacher_outputs(x, cached)
-            total, logs = self._objective.training_loss(
+            total, logs = objective.training_loss(
                 y=y, sample_weight=sample_weight, student_out=student_out,
                 teacher_out=teacher_out, student_features=student_features,
                 teacher_features=teacher_features,

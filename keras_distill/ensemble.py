@@ -9,7 +9,7 @@ average of their logits, a product of experts after softening);
 import keras
 
 from keras_distill import _compat
-from keras_distill._fit_checks import input_shape
+from keras_distill._probes import input_shape
 from keras_distill._validation import check_weight
 from keras_distill.core import DistillerCore, resolve_output_kind, single_tensor
 from keras_distill.distiller import Distiller

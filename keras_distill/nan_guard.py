@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from keras_distill._fit_checks import to_numpy
+from keras_distill._arrays import to_numpy
 
 
 def _numpy(variable):

@@ -29,6 +29,7 @@ import tensorflow as tf
 import tf_keras
 
 from keras_distill import cache
+from keras_distill import view_cache as views
 from keras_distill import distiller as _keras3
 from keras_distill import ensemble as _ensemble
 from keras_distill import feature_distiller as _features
@@ -87,13 +88,15 @@ class Distiller(DistillerCore, tf_keras.Model):
         """One optimisation step: one teacher and one student forward pass."""
         self._require_compiled()
         x, y, sample_weight = tf_keras.utils.unpack_x_y_sample_weight(data)
-        x, cached = cache.split(x)
+        labels = y
+        x, cached, transformations = views.training_batch(self, x)
+        y = views.training_labels(self, y, transformations)
         replicas = _replicas()
         teacher_out, teacher_features = self._teacher_outputs(x, cached)
         with tf.GradientTape() as tape:
             student_out, student_features = self._student_forward(
                 x, training=True)
-            total, logs = self._objective.training_loss(
+            total, logs = self._training_objective().training_loss(
                 y=y, sample_weight=sample_weight, student_out=student_out,
                 teacher_out=teacher_out, student_features=student_features,
                 teacher_features=teacher_features,
@@ -101,7 +104,7 @@ class Distiller(DistillerCore, tf_keras.Model):
                 scale=lambda v: v / replicas,
             )
         self.optimizer.minimize(total, self.trainable_weights, tape=tape)
-        return self._logs(total, logs, x, y, student_out, sample_weight,
+        return self._logs(total, logs, x, labels, student_out, sample_weight,
                           replicas)
 
     def test_step(self, data):

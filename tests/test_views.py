@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_distill import views as views_module
-from keras_distill.views import (Views, ViewCache, build_view_cache, gather,
-                                 select)
+from keras_distill import view_cache as views_module
+from keras_distill.view_cache import ViewCache, build_view_cache, select
+from keras_distill.views import Views, gather
 
 L = keras.layers
 REPLAYABLE = {
