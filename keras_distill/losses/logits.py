@@ -73,8 +73,8 @@ def standardise_logits(logits, eps=1e-7):
     Example:
     >>> import numpy as np
     >>> z = standardise_logits(np.array([[1.0, 2.0, 3.0]]))
-    >>> np.round(np.asarray(z), 4).tolist()
-    [[-1.2247, 0.0, 1.2247]]
+    >>> [round(float(v), 4) for v in np.asarray(z)[0]]
+    [-1.2247, 0.0, 1.2247]
     """
     (z,) = _as_float(logits)
     centred = z - ops.mean(z, axis=-1, keepdims=True)
