@@ -75,6 +75,33 @@ def check_weight(value, argument):
                              lambda v: v >= 0))
 
 
+def check_some_weight(term, weights, paper):
+    """Refuses a term whose weights are all 0 (it would always be 0).
+
+    Args:
+        term: The term's name, for the message.
+        weights: ``{argument: (value, what it weighs)}``, values checked.
+        paper: The paper's setting, e.g. ``"alpha=1, beta=8"``.
+
+    Example:
+    >>> check_some_weight("DIST", {"beta": (0.0, "the inter-class relation"),
+    ...                            "gamma": (0.0, "the intra-class relation")},
+    ...                   "beta=1, gamma=1")
+    Traceback (most recent call last):
+    ...
+    ValueError: DIST with `beta`=0 and `gamma`=0 is always 0: ...
+    """
+    if any(value > 0 for value, _ in weights.values()):
+        return
+    zeros = " and ".join(f"`{name}`=0" for name in weights)
+    options = " or ".join(f"{what} (`{name}`)"
+                          for name, (_, what) in weights.items())
+    raise ValueError(
+        f"{term} with {zeros} is always 0: nothing would be distilled. Give "
+        f"{options} a positive weight (the paper: {paper})."
+    )
+
+
 def _check_real(value, argument, wanted, valid, why=""):
     """``value`` if it is a finite real number (not a bool) that ``valid``
     accepts; else a ``TypeError`` / ``ValueError`` saying it must be

@@ -266,19 +266,16 @@ class Distiller(DistillerCore, keras.Model, metaclass=FlavourDispatch):
         """
         self._require_compiled()
         objective = self._objective
+        if y_pred is None:
+            y_pred = self(x, training=training)
+        # fit(augmentation=...): the view the student saw in `call`.
         step_view, self._step_view.value = self._step_view.value, None
-        if training and y_pred is None:
-            y_pred = self(x, training=True)
-            step_view, self._step_view.value = self._step_view.value, None
         if training and step_view is not None:
-            # fit(augmentation=...): the view the student saw in `call`.
             x, cached, transformations = step_view
             y = views_module.training_labels(self, y, transformations)
             objective = self._training_objective()
         else:
             x, cached = cache.split(x)
-            if y_pred is None:
-                y_pred = self(x, training=training)
         student_out, student_features = self._prediction(y_pred)
         replicas = _replicas()
 

@@ -143,6 +143,10 @@ class Views:
         """
         if self.layers is None:
             return self.fn(images), None
+        return self._draw(images, seed)
+
+    def _draw(self, images, seed):
+        """Each layer draws its transformation and applies it, in order."""
         transformations = []
         for layer in self.layers:
             transformation = layer.get_random_transformation(
@@ -222,20 +226,14 @@ class Views:
         True
         """
         self.check_replayable()
-        generator = keras.random.SeedGenerator(int(seed))
         batch = int(keras.ops.shape(images)[0])
-        record = []
-        for layer in self.layers:
-            transformation = layer.get_random_transformation(
-                images, training=True, seed=generator)
-            images = layer.transform_images(images, transformation,
-                                            training=True)
-            record.append({
-                key: keras.ops.convert_to_numpy(value)
-                for key, value in transformation.items()
-                if key not in _BATCH_ENTRIES and _per_sample(value, batch)
-            })
-        return images, record
+        images, transformations = self._draw(
+            images, keras.random.SeedGenerator(int(seed)))
+        return images, [{
+            key: keras.ops.convert_to_numpy(value)
+            for key, value in transformation.items()
+            if key not in _BATCH_ENTRIES and _per_sample(value, batch)
+        } for transformation in transformations]
 
     def replay(self, images, record):
         """Rebuilds the views whose parameters ``record`` holds (in keras.ops,

@@ -196,3 +196,8 @@ def test_new_losses_run_in_jax_jit(name):
 def test_new_losses_run_in_tf_function(name, jit_compile):
     cases, args = _cases()
     check_tf_function(cases[name], args, jit_compile=jit_compile)
+
+
+def test_dist_with_both_weights_zero_raises():
+    with pytest.raises(ValueError, match="`beta`=0 and `gamma`=0"):
+        terms.DIST(beta=0, gamma=0)

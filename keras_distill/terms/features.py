@@ -12,6 +12,7 @@ from keras_distill._validation import (
     check_bool,
     check_callable,
     check_exponent,
+    check_some_weight,
     check_weight,
 )
 from keras_distill.terms.base import (
@@ -181,12 +182,10 @@ class RKD(FeatureTerm):
     def __init__(self, distance_weight=25.0, angle_weight=50.0):
         self.distance_weight = check_weight(distance_weight, "distance_weight")
         self.angle_weight = check_weight(angle_weight, "angle_weight")
-        if self.distance_weight == 0 and self.angle_weight == 0:
-            raise ValueError(
-                "RKD with `distance_weight`=0 and `angle_weight`=0 is always 0: "
-                "nothing would be distilled. Give one a positive weight (the "
-                "paper: 25 and 50)."
-            )
+        check_some_weight(
+            "RKD", {"distance_weight": (self.distance_weight, "the distances"),
+                    "angle_weight": (self.angle_weight, "the angles")},
+            "distance_weight=25, angle_weight=50")
 
     def per_sample(self, teacher, student):
         return kd_losses.rkd_loss(

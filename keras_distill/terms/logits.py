@@ -13,6 +13,7 @@ from keras_distill import losses as kd_losses
 from keras_distill._validation import (
     check_bool,
     check_callable,
+    check_some_weight,
     check_temperature,
     check_weight,
 )
@@ -50,6 +51,12 @@ class LogitTerm(Term):
     kind = "logits"
     needs_labels = False
     temperature = None
+
+    @staticmethod
+    def _own_temperature(temperature):
+        """A term's own temperature: ``None`` (the distiller's) or checked."""
+        return (None if temperature is None
+                else check_temperature(temperature, "temperature"))
 
     def _temperature(self, temperature):
         if self.temperature is not None:
@@ -110,8 +117,7 @@ class KD(LogitTerm, _KerasDistillationLoss):
     _options = ("temperature", "standardise")
 
     def __init__(self, temperature=None, standardise=False):
-        self.temperature = (None if temperature is None
-                            else check_temperature(temperature, "temperature"))
+        self.temperature = self._own_temperature(temperature)
         self.standardise = check_bool(standardise, "standardise")
 
     def per_sample(self, teacher_logits, student_logits, labels=None,
@@ -186,14 +192,10 @@ class DKD(LogitTerm):
                  standardise=False):
         self.alpha = check_weight(alpha, "alpha")
         self.beta = check_weight(beta, "beta")
-        if self.alpha == 0 and self.beta == 0:
-            raise ValueError(
-                "DKD with `alpha`=0 and `beta`=0 is always 0: nothing would be "
-                "distilled. Give TCKD (`alpha`) or NCKD (`beta`) a positive "
-                "weight (the paper: alpha=1, beta=8)."
-            )
-        self.temperature = (None if temperature is None
-                            else check_temperature(temperature, "temperature"))
+        check_some_weight("DKD", {"alpha": (self.alpha, "TCKD"),
+                                  "beta": (self.beta, "NCKD")},
+                          "alpha=1, beta=8")
+        self.temperature = self._own_temperature(temperature)
         self.standardise = check_bool(standardise, "standardise")
 
     def per_sample(self, teacher_logits, student_logits, labels=None,
@@ -238,14 +240,11 @@ class DIST(LogitTerm, _KerasDistillationLoss):
     def __init__(self, beta=1.0, gamma=1.0, temperature=None):
         self.beta = check_weight(beta, "beta")
         self.gamma = check_weight(gamma, "gamma")
-        if self.beta == 0 and self.gamma == 0:
-            raise ValueError(
-                "DIST with `beta`=0 and `gamma`=0 is always 0: nothing would "
-                "be distilled. Give the inter-class (`beta`) or intra-class "
-                "(`gamma`) relation a positive weight (the paper: 1 and 1)."
-            )
-        self.temperature = (None if temperature is None
-                            else check_temperature(temperature, "temperature"))
+        check_some_weight(
+            "DIST", {"beta": (self.beta, "the inter-class relation"),
+                     "gamma": (self.gamma, "the intra-class relation")},
+            "beta=1, gamma=1")
+        self.temperature = self._own_temperature(temperature)
 
     def per_sample(self, teacher_logits, student_logits, labels=None,
                    temperature=None):
@@ -294,8 +293,7 @@ class SoftenedLoss(LogitTerm, _KerasDistillationLoss):
             )
         _check_softened_loss(fn)
         self.fn = fn
-        self.temperature = (None if temperature is None
-                            else check_temperature(temperature, "temperature"))
+        self.temperature = self._own_temperature(temperature)
 
     def per_sample(self, teacher_logits, student_logits, labels=None,
                    temperature=None):
