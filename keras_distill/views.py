@@ -309,10 +309,7 @@ def soft_label_loss(fn, k):
     if name == "CategoricalCrossentropy":
         return fn
     if name == "SparseCategoricalCrossentropy":
-        from_logits = getattr(fn, "from_logits", None)
-        if from_logits is None:  # tf_keras keeps it in the wrapper's kwargs
-            from_logits = getattr(fn, "_fn_kwargs", {}).get("from_logits",
-                                                            False)
+        from_logits = fn.get_config().get("from_logits", False)
         return k.losses.CategoricalCrossentropy(from_logits=from_logits)
     raise ValueError(
         "The augmentation mixes labels (MixUp/CutMix), so the hard-label "
