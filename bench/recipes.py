@@ -74,7 +74,7 @@ def parse(recipe):
             "aug": aug, "views": views}
 
 
-def term(method, temperature):
+def term(method):
     if method == "kd":
         return terms.KD()
     if method == "kd_ls":
@@ -119,7 +119,7 @@ def run(args, recipe, seed, data, teacher):
     else:
         d = Distiller(student=student, teacher=teacher)
         d.compile(optimizer(args, steps), student_loss_fn=ce,
-                  distillation_loss_fn=term(spec["method"], spec["temperature"]),
+                  distillation_loss_fn=term(spec["method"]),
                   alpha=spec["alpha"], temperature=spec["temperature"])
         kwargs = {}
         if spec["aug"]:
