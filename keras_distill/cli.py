@@ -1,4 +1,4 @@
-"""``keras-distill``: the command-line main job.
+"""``keras-distill``: the command-line main job, and ``keras-distill run JOB.yaml``.
 
 Trains (or loads from the cache) a CNN teacher on Fashion-MNIST, trains a
 small student from scratch as the baseline, distils the same student from the
@@ -44,6 +44,8 @@ def build_parser():
         prog="keras-distill",
         description="Distil a small Fashion-MNIST student from a CNN teacher "
         "and compare it with the same student trained from scratch.",
+        epilog="Your own teacher, student and data: keras-distill run JOB.yaml "
+        "(see keras-distill run --help and docs/jobs.md).",
     )
     parser.add_argument("--quick", action="store_true",
                         help="small run (12000/2000 images, teacher 3 epochs, "
@@ -136,7 +138,7 @@ def main(argv=None):
     2
     """
     # Before TensorFlow loads (the package imports it lazily, so Ctrl-C is
-    # ours from the first moment): no C++ INFO/WARNING lines on the console.
+    # ours from the first moment; `_quiet_tf` hides its start-up lines).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     state = {}
     with runs.stop_on_signals():
@@ -167,7 +169,70 @@ def _interrupt_behind(error):
     return None
 
 
+def build_run_parser():
+    """Returns the argument parser of ``keras-distill run``.
+
+    Example:
+    >>> build_run_parser().parse_args(["job.yaml", "--quiet"]).quiet
+    True
+    """
+    parser = argparse.ArgumentParser(
+        prog="keras-distill run",
+        description="Run a job file: your teacher, student and data through the "
+        "stages it names (teacher, baseline, distil, prune, qat, export), with a "
+        "record per stage, --resume, and a report. Reference: docs/jobs.md.")
+    parser.add_argument("job", help="the YAML job file")
+    parser.add_argument("--output-dir", default="runs/latest", help=_OUTPUT_HELP.replace(
+        "main-<YYYYmmdd-HHMMSS>", "<job name>-<YYYYmmdd-HHMMSS>"))
+    parser.add_argument("--resume", metavar="RUN",
+                        help="continue a stopped run folder: finished stages whose "
+                        "inputs and settings are unchanged are skipped, a stopped "
+                        "stage continues from its last finished epoch")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no per-epoch progress (stage lines and the table stay)")
+    return parser
+
+
+def _run_job(argv, state):
+    """``keras-distill run JOB.yaml ...``."""
+    try:
+        args = build_run_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code
+    from keras_distill.jobs import config as job_config
+
+    try:
+        job_config.load_job(args.job)  # every key checked before TensorFlow loads
+    except job_config.JobError as error:
+        print(f"keras-distill: error: {error}", file=sys.stderr, flush=True)
+        return 2
+    from keras_distill import _quiet_tf
+
+    _quiet_tf.import_tensorflow()
+    from keras_distill.jobs import report, runner
+
+    def log(message):
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    state["output_dir"] = args.output_dir
+    try:
+        results = runner.run_job(args.job, args.output_dir, resume=args.resume,
+                                 quiet=args.quiet, log=log)
+    except (FileNotFoundError, TypeError, ValueError) as error:
+        if _interrupt_behind(error):
+            raise
+        print(f"keras-distill: error: {error}", file=sys.stderr, flush=True)
+        return 2
+    print()
+    print(report.format_table(results["artifacts"]))
+    print(f"\nreport: {os.path.join(args.output_dir, 'results.md')}")
+    return 0
+
+
 def _main(argv, state):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["run"]:
+        return _run_job(argv[1:], state)
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # argparse's own errors and --help
@@ -177,6 +242,9 @@ def _main(argv, state):
         if value is not None and value < 1:
             return _error(f"`{flag}` must be a positive integer (leave the flag out to "
                           f"use all images), got {value}.")
+    from keras_distill import _quiet_tf
+
+    _quiet_tf.import_tensorflow()
     from keras_distill import pipeline
 
     quick = pipeline.QUICK if args.quick else {}
@@ -220,7 +288,7 @@ def _main(argv, state):
         state.update(output_dir=args.output_dir, run=run)
         with run:
             config.output_dir = run.path
-            run.info["argv"] = sys.argv[1:] if argv is None else list(argv)
+            run.info["argv"] = argv
             _run(pipeline, config, run, log)
     except (FileNotFoundError, TypeError, ValueError) as error:
         if _interrupt_behind(error):

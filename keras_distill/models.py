@@ -77,7 +77,7 @@ def build_student(kind="cnn", input_shape=(28, 28, 1), num_classes=10, seed=0):
     """A small student that outputs logits.
 
     Args:
-        kind: ``"cnn"`` (two 3x3 convolutions, about 17k parameters) or
+        kind: ``"cnn"`` (two 3x3 convolutions, 13,978 parameters on 28x28x1) or
             ``"mlp"`` (784-32-10, about 25k parameters).
         input_shape: Shape of one image, channels last.
         num_classes: Number of classes (logits out).

@@ -164,6 +164,11 @@ class RunFolder:
         name: The run folders' prefix (``"main"`` for the main job).
         log: Called with one line at a time.
         argument: How the user gave ``output_dir``, for messages.
+        resumable: Keep the folder of a failed or stopped run (a job that
+            can continue it with ``resume``) instead of removing it, and do
+            not remove other unfinished folders at the start.
+        resume: An unfinished (or complete) run folder to continue writing
+            into instead of a fresh one; refused while its process runs.
 
     Attributes:
         path: The run's own folder (inside the ``with`` block).
@@ -186,7 +191,8 @@ class RunFolder:
     True
     """
 
-    def __init__(self, output_dir, name="main", log=print, argument="output_dir"):
+    def __init__(self, output_dir, name="main", log=print, argument="output_dir",
+                 resumable=False, resume=None):
         if not isinstance(output_dir, (str, os.PathLike)) or not os.fspath(output_dir):
             raise TypeError(f"`{argument}` must be a folder path, got {output_dir!r}.")
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -199,6 +205,8 @@ class RunFolder:
         self.path = None
         self.info = {}
         self._started = None
+        self.resumable = bool(resumable or resume)
+        self.resume = None if resume is None else os.path.abspath(os.fspath(resume))
 
     def _check_output(self):
         out, argument = self.output_dir, self.argument
@@ -229,9 +237,12 @@ class RunFolder:
     def __enter__(self):
         self._check_output()
         check_writable(self.parent, f"{self.argument} (its folder)")
-        remove_unfinished(self.parent, self.name, log=self.log)
+        if not self.resumable:
+            remove_unfinished(self.parent, self.name, log=self.log)
         _io.remove_stale_temps(self.parent)
         self._started = time.time()
+        if self.resume:
+            return self._reopen()
         stamp = time.strftime(_STAMP, time.localtime(self._started))
         for i in range(1, 1000):
             candidate = os.path.join(
@@ -253,9 +264,33 @@ class RunFolder:
         self.log(f"run: writing to {self.path}")
         return self
 
+    def _reopen(self):
+        folder = self.resume
+        if not os.path.isdir(folder):
+            raise ValueError(f"--resume {folder!r} is not a folder: give the run folder "
+                             "a stopped run printed (e.g. runs/<name>-<time>).")
+        marker = os.path.join(folder, MARKER)
+        info = _io.read_json(marker) if os.path.lexists(marker) else None
+        if info is None and not is_complete(folder):
+            raise ValueError(f"--resume {folder!r} is not a keras-distill run folder "
+                             f"(no {MARKER} or {RUN_FILE} in it).")
+        if (info and info.get("host") == socket.gethostname()
+                and info.get("pid") != os.getpid() and _io.pid_alive(info.get("pid"))):
+            raise ValueError(f"--resume {folder!r}: process {info.get('pid')} is still "
+                             "running it; wait for it or stop it first.")
+        _io.atomic_write(marker, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                             "started": self._started}))
+        self.path = folder
+        self.log(f"run: resuming {self.path}")
+        return self
+
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
             self._commit()
+            return False
+        if self.resumable:
+            self.log(f"run: kept the unfinished run {self.path}; continue it with "
+                     f"--resume {self.path}")
             return False
         shutil.rmtree(self.path, ignore_errors=True)
         self.log(f"run: removed the unfinished run folder {self.path}")
@@ -298,7 +333,7 @@ class RunFolder:
                             f"{os.getpid()}-link")
         with contextlib.suppress(FileNotFoundError):
             os.remove(link)
-        os.symlink(os.path.basename(self.path), link)
+        os.symlink(os.path.relpath(self.path, self.parent), link)
         os.replace(link, out)
 
 
