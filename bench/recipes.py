@@ -35,7 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_distill import Distiller, datasets, models, terms  # noqa: E402
+from keras_distill import Distiller, datasets, models  # noqa: E402
+from keras_distill.jobs.stages import method_term  # noqa: E402
 
 # Student's t quantiles (two-sided 95%) for 1..10 degrees of freedom.
 _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]
@@ -74,20 +75,6 @@ def parse(recipe):
             "aug": aug, "views": views}
 
 
-def term(method):
-    if method == "kd":
-        return terms.KD()
-    if method == "kd_ls":
-        return terms.KD(standardise=True)
-    if method == "dkd":
-        return terms.DKD(beta=2.0)
-    if method == "dkd_ls":
-        return terms.DKD(beta=2.0, standardise=True)
-    if method == "dist":
-        return terms.DIST(beta=1.0, gamma=1.0)
-    raise ValueError(f"unknown method {method!r}")
-
-
 def optimizer(args, steps):
     return keras.optimizers.Adam(
         keras.optimizers.schedules.CosineDecay(args.lr, steps))
@@ -119,7 +106,7 @@ def run(args, recipe, seed, data, teacher):
     else:
         d = Distiller(student=student, teacher=teacher)
         d.compile(optimizer(args, steps), student_loss_fn=ce,
-                  distillation_loss_fn=term(spec["method"]),
+                  distillation_loss_fn=method_term(spec["method"]),
                   alpha=spec["alpha"], temperature=spec["temperature"])
         kwargs = {}
         if spec["aug"]:
