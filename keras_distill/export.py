@@ -12,8 +12,8 @@ can ship:
 - `benchmark_tflite` measures single-input latency.
 
 Conversion lives here; running a file (`evaluate_tflite`,
-`benchmark_tflite`, `TFLiteEvaluation`, `TFLiteBenchmark`) lives in
-`keras_distill.litert` and is re-exported here.
+`benchmark_tflite`, `TFLiteEvaluation`, `TFLiteBenchmark`) and `flex_ops`
+live in `keras_distill.litert` and are re-exported here.
 
 TensorFlow Model Optimization is imported only when a model holds pruning
 wrappers to strip (importing it turns ``tf.keras`` into ``tf_keras`` for the
@@ -37,11 +37,13 @@ from keras_distill.litert import (  # noqa: F401 - re-exported
     TFLiteEvaluation,
     _check_array,
     _check_finite,
+    _flex_message,
     _prepared,
     _scale_zero_point,
     _shape,
     benchmark_tflite,
     evaluate_tflite,
+    flex_ops,
 )
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "TFLiteExport",
     "benchmark_tflite",
     "evaluate_tflite",
+    "flex_ops",
     "to_tflite",
 ]
 
@@ -254,13 +257,15 @@ def _check_runs(content, quantization):
     on one input (unknown dimensions: see `litert._prepared`)."""
     from ai_edge_litert.interpreter import Interpreter
 
+    prefix = (f"to_tflite (quantization={quantization!r}) produced a model that "
+              "LiteRT cannot run, so nothing was written: ")
+    flex = flex_ops(content)
+    if flex:  # read from the file: not left to the runtime's error text
+        raise ValueError(prefix + _flex_message("the converted model", flex))
     try:
         _prepared(Interpreter(model_content=content), "the converted model")
     except ValueError as error:
-        raise ValueError(
-            f"to_tflite (quantization={quantization!r}) produced a model that "
-            f"LiteRT cannot run, so nothing was written: {error}"
-        ) from error
+        raise ValueError(prefix + str(error)) from error
 
 
 def _strip_pruning(model):

@@ -6,7 +6,14 @@ ship (`keras_distill.export.to_tflite` writes the file):
 - `evaluate_tflite` runs the file with the LiteRT interpreter
   (``ai_edge_litert``) on real data: accuracy, and agreement with the Keras
   model it came from;
-- `benchmark_tflite` measures single-input latency.
+- `benchmark_tflite` measures single-input latency;
+- `flex_ops` lists the TensorFlow ("Flex") ops a file needs, which
+  standalone LiteRT cannot run.
+
+Both run functions use LiteRT's default XNNPACK delegate unless given
+``xnnpack=False`` (TFLite's builtin kernels): on x86 CPUs with AMX,
+XNNPACK runs every int8 convolution with 16x64-tile AMX kernels, which are
+slower than float32 for small convolutions (docs/export_paths.md).
 
 int8 tensors are quantized and dequantized here with their scale and zero
 point, so callers feed and read what the Keras model takes and returns.
@@ -22,7 +29,7 @@ import time
 
 import numpy as np
 
-from keras_distill import _introspect
+from keras_distill import _introspect, _validation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,14 +57,18 @@ class TFLiteEvaluation:
 
 @dataclasses.dataclass(frozen=True)
 class TFLiteBenchmark:
-    """What `benchmark_tflite` measured, in microseconds per single input.
+    """What `benchmark_tflite` measured, in microseconds per ``invoke()``.
 
     Attributes:
-        median_us: Median latency of one ``invoke()`` (batch of 1).
+        median_us: Median latency of one ``invoke()`` (on ``batch_size``
+            inputs; batch of 1 by default).
         p90_us: 90th percentile latency.
         runs: Number of timed runs.
         warmup: Number of untimed runs before them.
         num_threads: Interpreter threads.
+        batch_size: Inputs per ``invoke()``.
+        xnnpack: Whether LiteRT's default XNNPACK delegate ran the model
+            (``False``: TFLite's builtin kernels).
     """
 
     median_us: float
@@ -65,10 +76,12 @@ class TFLiteBenchmark:
     runs: int
     warmup: int
     num_threads: int
+    batch_size: int = 1
+    xnnpack: bool = True
 
 
 def evaluate_tflite(path, x, y=None, reference_model=None, batch_size=256,
-                    num_threads=None):
+                    num_threads=None, xnnpack=True):
     """Runs a TFLite file on data with the LiteRT interpreter.
 
     int8 inputs are quantized and int8 outputs dequantized with the tensors'
@@ -85,6 +98,8 @@ def evaluate_tflite(path, x, y=None, reference_model=None, batch_size=256,
         batch_size: Inputs per ``invoke()`` for a dynamic batch dimension.
         num_threads: Interpreter threads (``None``: the interpreter's
             default).
+        xnnpack: Run with LiteRT's default XNNPACK delegate; ``False`` runs
+            TFLite's builtin kernels (int8 results may differ slightly).
 
     Returns:
         A `TFLiteEvaluation`.
@@ -98,7 +113,8 @@ def evaluate_tflite(path, x, y=None, reference_model=None, batch_size=256,
             width); the reference outputs do not match; a bad
             ``batch_size`` or ``num_threads``.
         TypeError: ``path`` is not a path; ``reference_model`` is not a
-            Keras model (or is a distiller: pass ``distiller.student``).
+            Keras model (or is a distiller: pass ``distiller.student``);
+            ``xnnpack`` is not a bool.
 
     Example:
     >>> import keras, numpy as np, tempfile
@@ -114,7 +130,7 @@ def evaluate_tflite(path, x, y=None, reference_model=None, batch_size=256,
     if reference_model is not None:
         _introspect.check_model(reference_model, "reference_model", "compare with")
     _check_count(batch_size, "batch_size", 1)
-    interpreter = _interpreter(path, num_threads)
+    interpreter = _interpreter(path, num_threads, xnnpack)
     x = np.asarray(x)
     detail = interpreter.get_input_details()[0]
     _check_array("x", x, _shape(detail), _logical_dtype(detail))
@@ -138,8 +154,9 @@ def evaluate_tflite(path, x, y=None, reference_model=None, batch_size=256,
     return TFLiteEvaluation(len(x), accuracy, agreement, max_abs_diff, outputs)
 
 
-def benchmark_tflite(path, num_threads=1, runs=200, warmup=20):
-    """Measures the latency of one input (batch of 1) with LiteRT.
+def benchmark_tflite(path, num_threads=1, runs=200, warmup=20, batch_size=1,
+                     xnnpack=True):
+    """Measures the latency of one ``invoke()`` (batch of 1) with LiteRT.
 
     Only ``invoke()`` is timed (not setting the input), after ``warmup``
     untimed runs, on a fixed random input of the model's dtype.
@@ -149,16 +166,27 @@ def benchmark_tflite(path, num_threads=1, runs=200, warmup=20):
         num_threads: Interpreter threads.
         runs: Number of timed runs.
         warmup: Number of untimed runs first.
+        batch_size: Inputs per ``invoke()`` for a file with a dynamic batch
+            dimension (divide the times by it for the time per input); a
+            file with a fixed batch is timed at that size.
+        xnnpack: Run with LiteRT's default XNNPACK delegate; ``False`` runs
+            TFLite's builtin kernels
+            (``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``). On x86
+            CPUs with AMX, XNNPACK's int8 convolution kernels are slow for
+            small layers (docs/export_paths.md): time both.
 
     Returns:
-        A `TFLiteBenchmark` (microseconds).
+        A `TFLiteBenchmark` (microseconds per ``invoke()``).
 
     Raises:
         FileNotFoundError: No file at ``path``.
-        ValueError: A non-positive ``num_threads`` or ``runs``, a negative
-            ``warmup``; ``path`` is not a TFLite model, one LiteRT cannot
-            run (TensorFlow "Flex" ops), or one whose input has unknown
-            dimensions besides the batch (no single input to time).
+        ValueError: A non-positive ``num_threads``, ``runs`` or
+            ``batch_size``, a negative ``warmup``, a ``batch_size`` above 1
+            other than the file's fixed batch; ``path`` is not a TFLite
+            model, one LiteRT cannot run (TensorFlow "Flex" ops), or one
+            whose input has unknown dimensions besides the batch (no single
+            input to time).
+        TypeError: ``xnnpack`` is not a bool.
 
     Example:
     >>> import keras, tempfile
@@ -169,11 +197,13 @@ def benchmark_tflite(path, num_threads=1, runs=200, warmup=20):
     >>> b = benchmark_tflite(path, runs=20, warmup=2)
     >>> 0 < b.median_us <= b.p90_us
     True
+    >>> benchmark_tflite(path, runs=20, batch_size=8, xnnpack=False).xnnpack
+    False
     """
     for name, value, low in (("num_threads", num_threads, 1), ("runs", runs, 1),
-                             ("warmup", warmup, 0)):
+                             ("warmup", warmup, 0), ("batch_size", batch_size, 1)):
         _check_count(value, name, low)
-    interpreter = _interpreter(path, num_threads)
+    interpreter = _interpreter(path, num_threads, xnnpack)
     detail = interpreter.get_input_details()[0]
     if None in _shape(detail)[1:]:
         raise ValueError(
@@ -182,7 +212,15 @@ def benchmark_tflite(path, num_threads=1, runs=200, warmup=20):
             "input to time. Export the model with a fixed input shape (e.g. "
             "`keras.Input((224, 224, 3))`) to benchmark it."
         )
-    shape = [1 if d is None else d for d in _shape(detail)]
+    fixed = _shape(detail)[0]
+    if fixed is not None and batch_size not in (1, fixed):
+        raise ValueError(
+            f"`batch_size`={batch_size}, but `path`={os.fspath(path)!r} has a "
+            f"fixed batch dimension of {fixed}: time it at batch_size={fixed}, "
+            "or export the model with a dynamic batch (`keras.Input(shape)` "
+            "without `batch_size`)."
+        )
+    shape = [batch_size if d is None else d for d in _shape(detail)]
     interpreter.resize_tensor_input(detail["index"], shape)
     interpreter.allocate_tensors()
     interpreter.set_tensor(detail["index"], _random_input(shape, detail["dtype"]))
@@ -193,7 +231,7 @@ def benchmark_tflite(path, num_threads=1, runs=200, warmup=20):
         if i >= warmup:
             times.append((time.perf_counter_ns() - start) / 1e3)
     return TFLiteBenchmark(float(np.median(times)), float(np.percentile(times, 90)),
-                           runs, warmup, num_threads)
+                           runs, warmup, num_threads, shape[0], xnnpack)
 
 
 # -- checks and interpreter helpers (also used by `export`) ---------------
@@ -239,8 +277,84 @@ def _check_array(name, array, shape, dtype):
 
 
 
-def _interpreter(path, num_threads):
-    from ai_edge_litert.interpreter import Interpreter
+def flex_ops(model):
+    """The TensorFlow ("Flex") ops a TFLite model needs, read from the file.
+
+    Such a file comes from a converter allowed ``SELECT_TF_OPS`` (as Keras 3's
+    ``model.export(path, format="litert")`` is by default): standalone
+    LiteRT cannot run it without the Flex delegate, a large extra library.
+    `evaluate_tflite`, `benchmark_tflite` and
+    `keras_distill.export.to_tflite` refuse such files, naming these ops.
+
+    Args:
+        model: A ``.tflite`` file path, or its content as bytes.
+
+    Returns:
+        A sorted tuple of op names such as ``("FlexMatrixDeterminant",)``;
+        empty when the model uses TFLite builtin (and non-Flex custom) ops
+        only.
+
+    Raises:
+        FileNotFoundError: No file at ``model``.
+        TypeError: ``model`` is neither a path nor bytes.
+        ValueError: ``model`` is not a TFLite flatbuffer.
+
+    Example:
+    >>> import keras, tempfile
+    >>> from keras_distill.export import to_tflite
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.tflite")
+    >>> _ = to_tflite(model, path)
+    >>> flex_ops(path)
+    ()
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    content = _content(model)
+    if len(content) < 8 or content[4:8] != b"TFL3":
+        raise ValueError("`model` is not a TFLite model (no 'TFL3' flatbuffer "
+                         "identifier): pass a .tflite file or its bytes.")
+    try:
+        parsed = schema.Model.GetRootAs(content, 0)
+        codes = [parsed.OperatorCodes(i).CustomCode()
+                 for i in range(parsed.OperatorCodesLength())]
+    except Exception as error:  # noqa: BLE001 - flatbuffers raises several kinds
+        raise ValueError(f"`model` is not a readable TFLite model: {error!r}") from None
+    names = {code.decode("utf-8", "replace") for code in codes if code}
+    return tuple(sorted(name for name in names if name.startswith("Flex")))
+
+
+def _content(model):
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model)
+    try:
+        path = os.fspath(model)
+    except TypeError:
+        raise TypeError(
+            "`model` must be a .tflite file path (str or os.PathLike) or its "
+            f"content as bytes, got {type(model).__name__}."
+        ) from None
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"`model`={path!r}: no such file.")
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _flex_message(what, ops):
+    return (
+        f"{what} uses TensorFlow (\"Flex\") ops "
+        f"{', '.join(ops) or '(SELECT_TF_OPS)'}, which standalone "
+        "LiteRT cannot run (they need the Flex delegate, a large extra "
+        "library). Export with TFLite builtin ops only: replace the "
+        "layers using them (keras_distill.export.to_tflite never adds "
+        "Flex ops; Keras's model.export(format=\"litert\") allows them "
+        "unless given target_spec={\"supported_ops\": "
+        "[tf.lite.OpsSet.TFLITE_BUILTINS]})."
+    )
+
+
+def _interpreter(path, num_threads, xnnpack=True):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     try:
         path = os.fspath(path)
@@ -251,15 +365,22 @@ def _interpreter(path, num_threads):
         ) from None
     if num_threads is not None:
         _check_count(num_threads, "num_threads", 1)
+    _validation.check_bool(xnnpack, "xnnpack")
     if os.path.isdir(path):
         raise ValueError(f"`path`={path!r} is a directory: give the .tflite file.")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"`path`={path!r}: no such file. Export one "
                                 "with `to_tflite(model, path)` first.")
+    resolver = (OpResolverType.AUTO if xnnpack
+                else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     try:
-        interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        interpreter = Interpreter(model_path=path, num_threads=num_threads,
+                                  experimental_op_resolver_type=resolver)
     except ValueError as error:
         raise ValueError(f"`path`={path!r} is not a TFLite model: {error}") from error
+    flex = flex_ops(path)
+    if flex:
+        raise ValueError(_flex_message(f"`path`={path!r}", flex))
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1:
         raise ValueError(
@@ -289,14 +410,7 @@ def _prepared(interpreter, what):
         message = str(error)
         flex = sorted(set(_FLEX_OP.findall(message)))
         if flex or "Select TensorFlow op" in message:
-            raise ValueError(
-                f"{what} uses TensorFlow (\"Flex\") ops "
-                f"{', '.join(flex) or '(SELECT_TF_OPS)'}, which standalone "
-                "LiteRT cannot run (they need the Flex delegate, a large extra "
-                "library). Export with TFLite builtin ops only: replace the "
-                "layers using them (keras_distill.export.to_tflite never adds "
-                "Flex ops)."
-            ) from None
+            raise ValueError(_flex_message(what, flex)) from None
         if not dynamic:
             raise ValueError(
                 f"{what} cannot run in the LiteRT interpreter: "
