@@ -79,8 +79,27 @@ def build_parser():
                         help="skip the .tflite artifacts and their measurements")
     parser.add_argument("--no-download", action="store_true",
                         help="never download Fashion-MNIST; fail if not on disk")
-    parser.add_argument("--verbose", type=int, default=0, choices=[0, 1, 2])
+    parser.add_argument("--verbose", type=int, choices=[0, 1, 2],
+                        help="Keras progress per epoch: 1 a progress bar, 2 one line per "
+                        "epoch, 0 none (default: 1 on a terminal, 2 otherwise)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no per-epoch progress (the same as --verbose 0)")
     return parser
+
+
+def _verbosity(args):
+    """Keras's ``verbose``: what the user asked for, else a progress bar on a
+    terminal and one line per epoch in a log file.
+
+    Example:
+    >>> _verbosity(build_parser().parse_args(["--quiet"]))
+    0
+    """
+    if args.quiet:
+        return 0
+    if args.verbose is not None:
+        return args.verbose
+    return 1 if sys.stdout.isatty() else 2
 
 
 def _as_flags(message):
@@ -274,7 +293,7 @@ def _main(argv, state):
         sparsity=args.sparsity,
         prune_epochs=pick(args.prune_epochs, "prune_epochs", 2),
         qat_epochs=pick(args.qat_epochs, "qat_epochs", 1),
-        verbose=args.verbose,
+        verbose=_verbosity(args),
     )
 
     def log(message):

@@ -38,22 +38,20 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def _pyplot():
+def _figure(**kwargs):
+    """A matplotlib ``Figure`` made without pyplot (so a notebook's or an
+    application's backend is left alone), or ``None`` without matplotlib."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         return None
-    return plt
+    return Figure(**kwargs)
 
 
-def _save(fig, plt, path):
+def _save(fig, path):
     fig.tight_layout()
     with _io.atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp)
-    plt.close(fig)
     return path
 
 
@@ -72,10 +70,10 @@ def plot_accuracy_vs_size(rows, path, title="accuracy against size"):
     True
     """
     rows = [r for r in rows if r.get("size_bytes")]
-    plt = _pyplot()
-    if plt is None or not rows:
+    fig = _figure(figsize=(6.4, 4.2), dpi=110) if rows else None
+    if fig is None:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    ax = fig.subplots()
     markers = "osD^vP*X"
     for i, r in enumerate(rows):
         ax.scatter(r["size_bytes"] / 1024, 100 * r["accuracy"], s=55,
@@ -87,7 +85,7 @@ def plot_accuracy_vs_size(rows, path, title="accuracy against size"):
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    return _save(fig, plt, path)
+    return _save(fig, path)
 
 
 def plot_curves(stages, path):
@@ -108,10 +106,10 @@ def plot_curves(stages, path):
     histories = {name: (record or {}).get("metrics", {}).get("history")
                  for name, record in stages.items()}
     histories = {k: v for k, v in histories.items() if v}
-    plt = _pyplot()
-    if plt is None or not histories:
+    fig = _figure(figsize=(9, 3.6), dpi=110) if histories else None
+    if fig is None:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
+    axes = fig.subplots(1, 2)
     for name, history in histories.items():
         epochs = [h["epoch"] for h in history]
         for ax, key in zip(axes, ("loss", "accuracy")):
@@ -126,7 +124,7 @@ def plot_curves(stages, path):
         ax.grid(True, alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
-    return _save(fig, plt, path)
+    return _save(fig, path)
 
 
 def plot_sparsity(by_layer, path):
@@ -139,17 +137,17 @@ def plot_sparsity(by_layer, path):
     >>> out is None or os.path.getsize(out) > 0
     True
     """
-    plt = _pyplot()
-    if plt is None or not by_layer:
+    fig = _figure(figsize=(6.4, 0.4 * len(by_layer) + 1.2), dpi=110) if by_layer else None
+    if fig is None:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 0.4 * len(by_layer) + 1.2), dpi=110)
+    ax = fig.subplots()
     names = list(by_layer)
     ax.barh(names, [100 * by_layer[n] for n in names])
     ax.invert_yaxis()
     ax.set_xlabel("exact zeros in the kernel (%)")
     ax.set_xlim(0, 100)
     ax.grid(True, axis="x", alpha=0.3)
-    return _save(fig, plt, path)
+    return _save(fig, path)
 
 
 def write(results, folder):

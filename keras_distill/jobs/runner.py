@@ -136,9 +136,22 @@ def _verbose(quiet):
     return 1 if sys.stdout.isatty() else 2
 
 
+def _epochs(n):
+    return f"{n} epoch{'s' * (n != 1)}"
+
+
 def _save_keras(model, path):
+    """Saves the model without its optimizer state (an uncompiled copy), so
+    the sizes of the Keras artifacts compare; subclassed models as they are."""
+    import keras
+
+    try:
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+    except Exception:  # noqa: BLE001 - a subclassed model cannot be cloned
+        copy = model
     with _io.atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
+        copy.save(tmp)
 
 
 def run_job(job_path, output_dir="runs/latest", resume=None, quiet=False, log=print):
@@ -250,7 +263,7 @@ class _Job:
                     "stages.teacher, or give teacher.path a .keras/.h5 file.")
             teacher_key = stage_key(teacher_key, context, s.model_dump(mode="json"))
             stage, skip = begin("teacher", teacher_key,
-                                f"training the teacher, {s.epochs} epochs")
+                                f"training the teacher, {_epochs(s.epochs)}")
             if skip:
                 teacher.set_weights(keras.models.load_model(
                     stage.path("teacher.keras"), compile=False).get_weights())
@@ -284,8 +297,8 @@ class _Job:
             merged = self._baseline_settings(b)
             key = stage_key(student_key, context, merged.model_dump(mode="json"))
             stage, skip = begin("baseline", key,
-                                f"the student alone on the labels, {merged.epochs} "
-                                "epochs, same initial weights and augmentation")
+                                f"the student alone on the labels, {_epochs(merged.epochs)}, "
+                                "same initial weights and augmentation")
             baseline = fresh_student()
             if skip:
                 baseline.set_weights(keras.models.load_model(
@@ -308,7 +321,7 @@ class _Job:
             key = stage_key(student_key, teacher_key, context, d.model_dump(mode="json"))
             stage, skip = begin("distil", key,
                                 f"{d.method}, alpha {d.alpha:g}, T {d.temperature:g}, "
-                                f"{d.epochs} epochs"
+                                f"{_epochs(d.epochs)}"
                                 + (f", {len(d.augmentation)} augmentation layer(s)"
                                    if d.augmentation else "")
                                 + (f", {d.views} cached views" if d.views else ""))
@@ -331,7 +344,7 @@ class _Job:
             p = job.stages.prune
             key = stage_key(key, p.model_dump(mode="json"))
             stage, skip = begin("prune", key, f"{100 * p.sparsity:g}% sparsity while "
-                                f"distilling, {p.epochs} epochs")
+                                f"distilling, {_epochs(p.epochs)}")
             import tf_keras
 
             if skip:
@@ -357,7 +370,7 @@ class _Job:
             q = job.stages.qat
             key = stage_key(key, q.model_dump(mode="json"))
             stage, skip = begin("qat", key, f"quantization-aware training while "
-                                f"distilling, {q.epochs} epoch(s)")
+                                f"distilling, {_epochs(q.epochs)}")
             if not skip:
                 start = time.perf_counter()
                 model = S.qat(final, teacher, q, distil_settings, data, self.verbose)

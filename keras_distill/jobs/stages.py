@@ -181,7 +181,8 @@ def _train_inputs(data, layers, seed):
     if data.arrays is not None and not layers:
         x, y = data.arrays["train"]
         return x, y, {"batch_size": data.batch_size, "shuffle": True}
-    return _augmented(data.train, layers, seed), None, {}
+    # The dataset is shuffled already (per epoch, seeded).
+    return _augmented(data.train, layers, seed), None, {"shuffle": False}
 
 
 def _validation(data):
@@ -245,12 +246,15 @@ def distil(student, teacher, settings, data, folder, verbose, print_fn, seed):
                 f"{data.memory_limit_mb:g}): raise data.memory_limit_mb or drop views "
                 "(the teacher then runs on every augmented batch).")
         x, y = data.train, None
+        kwargs["shuffle"] = False  # shuffled already (per epoch, seeded)
     distiller.fit(x, y, epochs=settings.epochs, validation_data=_validation(data),
                   verbose=verbose, callbacks=cbs, **kwargs)
     return cbs[-1].history
 
 
 def _tf_keras_distil(student, teacher, epochs, learning_rate, settings, data, verbose):
+    """Distils a tf_keras (pruned or QAT) student with the ``distil`` stage's
+    method, alpha and temperature."""
     import tf_keras
 
     from keras_distill import Distiller
@@ -266,6 +270,7 @@ def _tf_keras_distil(student, teacher, epochs, learning_rate, settings, data, ve
     distiller.compile(
         optimizer=tf_keras.optimizers.Adam(learning_rate),
         student_loss_fn=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        distillation_loss_fn=method_term(settings.method if settings else "kd"),
         alpha=settings.alpha if settings else 0.5,
         temperature=settings.temperature if settings else 2.0)
     distiller.fit(x, y, batch_size=data.batch_size, epochs=epochs,
