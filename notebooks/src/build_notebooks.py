@@ -255,6 +255,251 @@ plt.show()'''),
     ]
 
 
+def your_own_job():
+    return [
+        new_markdown_cell(
+            "# Your own job: a teacher, a student, an image folder and a YAML file\n\n"
+            "Notebooks 01-03 call keras-distill from Python. A *job* says the same in a "
+            "YAML file, and `keras-distill run job.yaml` (or `keras_distill.jobs.run_job`) "
+            "does the rest. A job names:\n\n"
+            "* **a teacher**: a saved model, a `keras.applications` name or a builder "
+            "function (trained by a `teacher` stage when it starts untrained);\n"
+            "* **a student**: a builder function of yours, a saved model or a built-in one;\n"
+            "* **the data**: here a folder of images, one sub-folder per class;\n"
+            "* **the stages**, run in order: `teacher`, `baseline` (the student alone, the "
+            "comparison), `distil`, `prune`, `qat` (quantization-aware training) and "
+            "`export` (`.tflite` files, each run with LiteRT).\n\n"
+            "Every stage writes its model and a record into a run folder of its own; a "
+            "stopped or changed job resumes from there. This notebook makes an image folder, "
+            "writes a job for it, runs it, reads what it wrote and resumes it."),
+        new_code_cell(INSTALL),
+        new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
+        new_code_cell('''import glob, json, os, sys, tempfile, warnings
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import matplotlib.pyplot as plt
+import tensorflow as tf
+import yaml
+from IPython.display import Image, Markdown, display
+
+tf.get_logger().setLevel("ERROR")  # no tf.function retracing notes
+warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed")
+
+work = tempfile.mkdtemp(prefix="keras_distill_job_")  # everything this notebook writes goes here
+print(work)'''),
+        new_markdown_cell(
+            "## 1. An image folder\n"
+            "The layout `keras.utils.image_dataset_from_directory` reads: one sub-folder per "
+            "class, the class names taken from the folder names, and a test split in the same "
+            "layout. `examples/make_image_folder.py` (in the repository, beside this "
+            "folder; on Colab upload it next to the notebook) writes five Fashion-MNIST "
+            "classes as PNG files. Your own photos go in the same layout."),
+        new_code_cell('''sys.path[:0] = [os.path.abspath(os.path.join("..", "examples")), os.getcwd()]
+from make_image_folder import write_folder
+
+per_class, test_per_class = (40, 10) if QUICK else (300, 60)
+images = os.path.join(work, "clothes")
+# Fashion-MNIST is read from the machine (Keras cache or /usr/share/datasets); Keras
+# downloads it only where it is not there (e.g. on Colab).
+n = write_folder(images, per_class, test_per_class, allow_download=True)
+print(f"wrote {n} PNG images\\n")
+for root, folders, files in os.walk(images):
+    folders.sort()
+    depth = os.path.relpath(root, images).count(os.sep) + (root != images)
+    shown = f"  {len(files)} files: {', '.join(sorted(files)[:2])}, ..." if files else ""
+    print("    " * depth + os.path.basename(root) + "/" + shown)'''),
+        new_code_cell('''classes = sorted(os.listdir(os.path.join(images, "train")))
+fig, axes = plt.subplots(len(classes), 8, figsize=(8, 1.1 * len(classes)))
+for row, name in zip(axes, classes):
+    for ax, file in zip(row, sorted(glob.glob(os.path.join(images, "train", name, "*.png")))):
+        ax.imshow(plt.imread(file), cmap="gray")
+        ax.set_xticks([]); ax.set_yticks([])
+    row[0].set_ylabel(name, rotation=0, ha="right", va="center")
+plt.show()'''),
+        new_markdown_cell(
+            "## 2. The student's builder and the job file\n"
+            "A builder is a function `builder(input_shape, num_classes)` returning an "
+            "uncompiled Keras model that ends in logits (no softmax). A job file names it "
+            "`module:function` and imports the module from the job file's folder, so "
+            "`my_models.py` goes beside `job.yaml`."),
+        new_code_cell('''MY_MODELS = """import keras
+
+
+def tiny_cnn(input_shape, num_classes):
+    # A 3-block CNN of about 6k parameters for small grey or RGB images.
+    layers = keras.layers
+    return keras.Sequential([
+        keras.Input(input_shape),
+        layers.Conv2D(8, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Conv2D(16, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Conv2D(32, 3, padding="same", activation="relu"),
+        layers.GlobalAveragePooling2D(),
+        layers.Dense(num_classes),
+    ], name="tiny_cnn")
+"""
+with open(os.path.join(work, "my_models.py"), "w") as handle:
+    handle.write(MY_MODELS)'''),
+        new_markdown_cell(
+            "The job: the main job's VGG-style teacher (0.47M parameters) built by "
+            "`keras_distill.models:build_teacher` and trained by the `teacher` stage, the "
+            "`tiny_cnn` student, the image folder (grey 28x28 images, 20% of the training "
+            "images held out for validation, the test folder for the test split) and every "
+            "stage. `distil` uses Hinton's KD (`method: kd`; `dkd`, `dist` and the "
+            "label-smoothing variants are one word away) with augmentation: the same "
+            "flipped and shifted view goes to the teacher and the student. `baseline: {}` "
+            "takes the `distil` stage's settings (epochs, learning rate, optimizer, "
+            "augmentation), so the "
+            "comparison is fair. Paths are relative to the job file. "
+            "[docs/jobs.md](../docs/jobs.md) lists every key."),
+        new_code_cell('''epochs = ({"teacher": 1, "distil": 1, "prune": 1, "qat": 1} if QUICK
+          else {"teacher": 5, "distil": 10, "prune": 4, "qat": 1})
+
+
+def job_text(distil_epochs):
+    return f"""name: clothes
+teacher:
+  builder: keras_distill.models:build_teacher   # or path: my_teacher.keras
+student:
+  builder: my_models:tiny_cnn                   # my_models.py beside this file
+data:
+  image_dir: clothes/train                      # relative to this file
+  test_dir: clothes/test
+  image_size: [28, 28]
+  color_mode: grayscale
+  validation_split: 0.2
+stages:
+  teacher:
+    epochs: {epochs["teacher"]}
+  baseline: {{}}
+  distil:
+    method: kd
+    alpha: 0.5
+    temperature: 2.0
+    learning_rate: 0.003
+    epochs: {distil_epochs}
+    augmentation:                               # the same view to teacher and student
+      - {{layer: RandomFlip, mode: horizontal}}
+      - {{layer: RandomTranslation, height_factor: 0.07, width_factor: 0.07, fill_mode: constant}}
+  prune:
+    sparsity: 0.5
+    epochs: {epochs["prune"]}
+  qat:
+    epochs: {epochs["qat"]}
+  export:
+    quantization: [float32, int8]
+"""
+
+
+job_path = os.path.join(work, "job.yaml")
+with open(job_path, "w") as handle:
+    handle.write(job_text(epochs["distil"]))
+print(job_text(epochs["distil"]))'''),
+        new_markdown_cell(
+            "## 3. Mistakes are caught before anything loads\n"
+            "Every key is checked first, and every problem is reported at once, with its "
+            "path in the file and, for a misspelt key, the closest allowed one. Here the "
+            "job above with `temperature` misspelt and `image_size` left out, checked with "
+            "`parse_job` (the dict form of `load_job`):"),
+        new_code_cell('''from keras_distill.jobs import JobError, parse_job
+
+wrong = yaml.safe_load(job_text(epochs["distil"]))
+wrong["stages"]["distil"]["temprature"] = wrong["stages"]["distil"].pop("temperature")
+del wrong["data"]["image_size"]
+try:
+    parse_job(wrong, "job.yaml")
+except JobError as error:
+    print(error)'''),
+        new_markdown_cell(
+            "## 4. Run it\n"
+            "`run_job` is what `keras-distill run job.yaml` calls. One line per stage and "
+            "per evaluation (`log=print`); `quiet=True` leaves out Keras's per-epoch "
+            "progress. The run goes to `<work>/runs/clothes-<time>/`, and "
+            "`<work>/runs/latest` becomes a link to it when it completes."),
+        new_code_cell('''from keras_distill.jobs import run_job
+
+latest = os.path.join(work, "runs", "latest")
+results = run_job(job_path, latest, quiet=True, log=print)'''),
+        new_markdown_cell(
+            "## 5. Read the results\n"
+            "Every artifact, each evaluated on the test folder: the Keras models, and the "
+            "`.tflite` files run with the LiteRT interpreter (accuracy of the file itself, "
+            "agreement with its Keras model, single-image latency on one thread). The run "
+            "folder's `results.md` holds the same table."),
+        new_code_cell('''from keras_distill.jobs.report import format_table
+
+display(Markdown(format_table(results["artifacts"])))'''),
+        new_markdown_cell(
+            "Read it top-down: `student (baseline)` against `student (distilled)` is what the "
+            "teacher added (same student, same initial weights, epochs and augmentation); the "
+            "sparse and QAT rows are what pruning and quantization-aware training cost or win "
+            "back; `agreement` is how often a `.tflite` file predicts the same class as its "
+            "Keras model. The Keras sizes include what `.keras` files carry beside the "
+            "weights; the `.tflite` sizes are what a device loads. One run, one seed, "
+            "1,200 training images: differences of a couple of points are within "
+            "run-to-run noise."),
+        new_markdown_cell("The run folder: one sub-folder per stage (its artifact, its "
+                          "`record.json`, the `key.json` it was started with, TensorBoard logs), "
+                          "the report, and `run.json` (written last, with every file's SHA-256)."),
+        new_code_cell('''run = results["run"]
+for root, folders, files in os.walk(run):
+    folders.sort()
+    depth = os.path.relpath(root, run).count(os.sep) + (root != run)
+    print("    " * depth + os.path.basename(root) + "/")
+    if os.path.basename(root) in ("tensorboard", "backup"):
+        folders.clear()  # TensorBoard event files: not listed
+        continue
+    for file in sorted(files):
+        print("    " * (depth + 1) + f"{file:<34} {os.path.getsize(os.path.join(root, file)) / 1024:8.1f} KB")'''),
+        new_markdown_cell(
+            "A stage's `record.json` is written last: its *key* (a SHA-256 over its "
+            "settings, the data, the teacher's and student's sources and the stages before "
+            "it), the SHA-256 of its files, its time and its metrics, here the training "
+            "history per epoch:"),
+        new_code_cell('''record = json.load(open(os.path.join(run, "distil", "record.json")))
+print("key:     ", record["key"])
+print("outputs: ", record["outputs"])
+print("seconds: ", record["seconds"])
+history = record["metrics"]["history"]
+display(Markdown("| " + " | ".join(history[0]) + " |\\n" + "|---:" * len(history[0]) + "|\\n"
+                 + "".join("| " + " | ".join(f"{v:.4g}" for v in row.values()) + " |\\n"
+                           for row in history)))'''),
+        new_markdown_cell("The plots the run wrote: accuracy against file size for every "
+                          "artifact, the training curves of each stage, and the sparsity "
+                          "per layer after pruning."),
+        new_code_cell('''for plot in ("accuracy_vs_size.png", "curves.png", "sparsity.png"):
+    display(Image(filename=os.path.join(run, plot)))'''),
+        new_markdown_cell(
+            "## 6. Resume\n"
+            "`resume=` (`--resume` on the command line) continues a run folder: a stage "
+            "whose record has the same key and intact files is skipped. Resuming the run "
+            "that just finished skips every stage (only the evaluations run again):"),
+        new_code_cell('''again = run_job(job_path, latest, resume=run, quiet=True, log=print)'''),
+        new_markdown_cell(
+            "Now more epochs for `distil`. Its key changes, so it runs again, and so does "
+            "every stage after it (prune, qat and export start from the distilled student). "
+            "The teacher's key is the same: it is skipped. The baseline runs again too: it "
+            "takes the `distil` stage's epochs, which keeps the comparison fair. A stage "
+            "stopped midway (Ctrl-C, a crash) would continue from its last finished epoch."),
+        new_code_cell('''with open(job_path, "w") as handle:
+    handle.write(job_text(2 * epochs["distil"]))
+longer = run_job(job_path, latest, resume=run, quiet=True, log=print)
+display(Markdown(format_table(longer["artifacts"])))'''),
+        new_markdown_cell(
+            "## Where next\n"
+            "* [docs/jobs.md](../docs/jobs.md): every key of a job file, teachers from "
+            "`keras.applications` or saved models, `.npz`, TFRecord and TFDS data, the "
+            "distillation methods, and the run folder's layout.\n"
+            "* The same job from a terminal: `keras-distill run job.yaml` (add "
+            "`--output-dir OUT` to choose where it goes, `--quiet` for stage lines only); "
+            "a stopped run prints how to go on: "
+            "`keras-distill run job.yaml --resume runs/clothes-<time>`.\n"
+            "* `examples/`: `image_folder.yaml` (this job), `mobilenet_teacher.yaml` "
+            "(a `keras.applications` teacher) and `fashion_mnist.yaml`.\n"
+            "* `tensorboard --logdir runs/latest` shows every training stage."),
+    ]
+
+
 def write(name, cells):
     nb = new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
@@ -269,3 +514,4 @@ if __name__ == "__main__":
     print(write("01_quickstart.ipynb", quickstart()))
     print(write("02_feature_distillation.ipynb", feature_distillation()))
     print(write("03_edge_deployment.ipynb", edge_deployment()))
+    print(write("04_your_own_job.ipynb", your_own_job()))
