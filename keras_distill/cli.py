@@ -220,18 +220,20 @@ def _run_job(argv, state):
         return exit_.code
     from keras_distill.jobs import config as job_config
 
+    def log(message):
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
     try:
-        job_config.load_job(args.job)  # every key checked before TensorFlow loads
+        job, _ = job_config.load_job(args.job)  # every key checked before TensorFlow loads
     except job_config.JobError as error:
         print(f"keras-distill: error: {error}", file=sys.stderr, flush=True)
         return 2
+    log(f"job {job.name}: {args.job} checked (stages: "
+        f"{', '.join(job.stage_names()) or 'none'}); loading TensorFlow")
     from keras_distill import _quiet_tf
 
     _quiet_tf.import_tensorflow()
     from keras_distill.jobs import report, runner
-
-    def log(message):
-        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
     state["output_dir"] = args.output_dir
     try:
