@@ -15,6 +15,7 @@ is lost. Command-line entry points call `import_tensorflow` first thing;
 library users never see it.
 """
 
+import contextlib
 import os
 import re
 import sys
@@ -26,7 +27,10 @@ _NOISE = re.compile(
     r"|[IWE]\d{4} [\d:.]+ +\d+ (port\.cc|cudart_stub\.cc|cuda_platform\.cc|"
     r"cuda_executor\.cc|cpu_feature_guard\.cc|cuda_dnn\.cc|cuda_fft\.cc|cuda_blas\.cc)"
     r"|To enable the following instructions: .* in other operations, rebuild"
-    r"|WARNING: Logging before InitGoogle\(\) is written to STDERR)")
+    r"|WARNING: Logging before InitGoogle\(\) is written to STDERR"
+    # ... and the lines LiteRT's converter and interpreter print for every file.
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."
+    r"|fully_quantize: \d+, inference_type: \d+, input_inference_type: )")
 
 
 def filter_startup_lines(text):
@@ -42,6 +46,39 @@ def filter_startup_lines(text):
     """
     return "".join(line for line in text.splitlines(keepends=True)
                    if not _NOISE.match(line))
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Hides TensorFlow's and LiteRT's known C++ lines while the block runs
+    (e.g. ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.`` for
+    every ``.tflite`` file opened); every other line is written back after it.
+
+    Example:
+    >>> with quiet_stderr():
+    ...     pass
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            captured.seek(0)
+            rest = filter_startup_lines(captured.read().decode("utf-8", "replace"))
+            if rest:
+                sys.stderr.write(rest)
+                sys.stderr.flush()
 
 
 def import_tensorflow():

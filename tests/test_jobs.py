@@ -265,7 +265,8 @@ def test_cli_prints_stage_lines_and_the_table_without_tensorflow_noise(tmp_path)
     # Keras's own progress: one line per epoch when not on a terminal.
     assert re.search(r"^\d+/\d+ - .*loss: ", stdout, re.M), stdout
     assert "| student (distilled), float32 | tflite float32 |" in stdout
-    for noise in ("cuInit", "oneDNN", "absl::InitializeLog", "cudart_stub"):
+    for noise in ("cuInit", "oneDNN", "absl::InitializeLog", "cudart_stub",
+                  "Created TensorFlow Lite XNNPACK delegate", "fully_quantize"):
         assert noise not in stderr + stdout, noise
 
 

@@ -30,6 +30,7 @@ import sys
 import time
 
 from keras_distill import _io
+from keras_distill._quiet_tf import quiet_stderr
 from keras_distill.jobs import config as config_lib
 
 RECORD = "record.json"
@@ -146,7 +147,9 @@ def _save_keras(model, path):
     import keras
 
     try:
-        copy = keras.models.clone_model(model)
+        # from_config, not clone_model: Keras 3 compiles a clone of a
+        # compiled model, and its optimizer state would be saved.
+        copy = type(model).from_config(model.get_config())
         copy.set_weights(model.get_weights())
     except Exception:  # noqa: BLE001 - a subclassed model cannot be cloned
         copy = model
@@ -377,9 +380,10 @@ class _Job:
                 from keras_distill.report import measure_artifact
 
                 xt, yt = S.eval_arrays(data)
-                row = measure_artifact("student (QAT), int8", model,
-                                       stage.path("student_qat_int8.tflite"), xt, yt,
-                                       quantization="int8")
+                with quiet_stderr():
+                    row = measure_artifact("student (QAT), int8", model,
+                                           stage.path("student_qat_int8.tflite"), xt, yt,
+                                           quantization="int8")
                 stage.finish(["student_qat_int8.tflite"], {"artifact": row},
                              time.perf_counter() - start, q.model_dump(mode="json"))
             self.stages["qat"] = stage.record
@@ -413,10 +417,11 @@ class _Job:
                         file = (name.replace("student (", "student_").replace(")", "")
                                 .replace(" ", "_") + f"_{q}.tflite")
                         log(f"export: {name}, {q} -> {file}")
-                        rows.append(measure_artifact(
-                            f"{name}, {q}", model, stage.path(file), xt, yt,
-                            quantization=q,
-                            representative_data=calibration if q == "int8" else None))
+                        with quiet_stderr():
+                            rows.append(measure_artifact(
+                                f"{name}, {q}", model, stage.path(file), xt, yt,
+                                quantization=q,
+                                representative_data=calibration if q == "int8" else None))
                         files.append(file)
                 stage.finish(files, {"artifacts": rows}, time.perf_counter() - start,
                              e.model_dump(mode="json"))
