@@ -292,9 +292,11 @@ class DistilStage(TrainSettings):
     ``kd_ls``/``dkd_ls`` (with logit standardisation). ``alpha`` weighs the
     hard-label loss, ``1 - alpha`` the distillation loss; ``temperature``
     softens both distributions (the loss is scaled by T squared).
-    ``augmentation``: the same view goes to teacher and student (online);
-    with ``views: K`` the teacher's outputs for K views per image are
-    cached once (in-memory data only).
+    ``augmentation``: a fresh view per batch goes to teacher and student
+    (the teacher runs online); with ``views: K`` the teacher's outputs for
+    K views per image are cached once and replayed (in-memory data only).
+    ``cache_teacher`` caches the teacher's outputs when there is no
+    augmentation (in-memory data).
     """
 
     method: Literal["kd", "dkd", "dist", "kd_ls", "dkd_ls"] = "kd"

@@ -210,8 +210,12 @@ def train_alone(model, settings, data, layers, folder, verbose, print_fn, seed,
 def distil(student, teacher, settings, data, folder, verbose, print_fn, seed):
     """Distils ``student`` from ``teacher`` as the ``distil`` stage says.
 
-    In-memory data: the teacher's outputs are cached (per view with
-    ``views``); streamed data: the teacher runs online on every batch.
+    In-memory data without augmentation: the teacher's outputs are cached
+    once (``cache_teacher``). With ``augmentation``: a fresh view per batch
+    for both models, the teacher online; with ``views: K`` too, the
+    teacher's outputs on K recorded views per image are cached once and one
+    of them replayed per image each epoch. Streamed data: the teacher runs
+    online on every batch.
 
     Returns:
         The `EpochLog` history.
@@ -233,11 +237,14 @@ def distil(student, teacher, settings, data, folder, verbose, print_fn, seed):
     if in_memory:
         x, y = data.arrays["train"]
         kwargs.update(batch_size=data.batch_size)
-        if settings.cache_teacher:
+        if layers and settings.views:
+            # FKD: the teacher's outputs on K recorded views per image, once.
+            kwargs.update(cache_teacher=True, views=settings.views, top_k=settings.top_k,
+                          cache_dtype="float16")
+        elif settings.cache_teacher and not layers:
             kwargs["cache_teacher"] = True
-            if layers:
-                kwargs.update(views=settings.views or 1, top_k=settings.top_k,
-                              cache_dtype="float16")
+        # With augmentation and no `views`, a fresh view per batch (as the
+        # baseline gets) goes to both models: the teacher runs online.
     else:
         if settings.views:
             raise ValueError(
