@@ -9,6 +9,7 @@ it, so one left by a killed process can be told apart and removed
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -171,3 +172,20 @@ def atomic_write(path, data):
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def file_sha256(path):
+    """The SHA-256 (hex) of a file's bytes, read in 1 MiB blocks.
+
+    Example:
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "f")
+    >>> _ = open(path, "wb").write(b"abc")
+    >>> file_sha256(path)[:12]
+    'ba7816bf8f01'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

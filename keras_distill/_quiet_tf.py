@@ -98,28 +98,8 @@ def import_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real file descriptor 2 (embedded use)
+    with quiet_stderr():
         import tensorflow as tf
 
-        return tf
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # the cuInit line comes here
-        finally:
-            try:
-                sys.stderr.flush()
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-        captured.seek(0)
-        rest = filter_startup_lines(captured.read().decode("utf-8", "replace"))
-    if rest:
-        sys.stderr.write(rest)
-        sys.stderr.flush()
+        tf.config.list_physical_devices()  # the cuInit line comes here
     return tf

@@ -121,11 +121,6 @@ def _move_aside(path):
     return aside
 
 
-def _file_sha256(path):
-    with open(path, "rb") as handle:
-        return _sha256(handle.read())
-
-
 def _load_cached_teacher(teacher, path, meta_path, metadata, log):
     """Loads the cached weights into ``teacher`` if they check out; else says
     why (moving a corrupt file aside) and returns ``False``."""
@@ -157,7 +152,7 @@ def _load_cached_teacher(teacher, path, meta_path, metadata, log):
             f"data (trained on {stored.get('data', {}).get('source')}); training a new teacher")
         return False
     problem = None
-    if _file_sha256(path) != stored.get("weights_sha256"):
+    if _io.file_sha256(path) != stored.get("weights_sha256"):
         problem = "does not match the checksum stored when it was written"
     else:
         try:
@@ -231,7 +226,7 @@ def get_teacher(config, x, y, log=print):
                 verbose=config.verbose)
     seconds = time.perf_counter() - start
     atomic_save_weights(teacher, path)
-    metadata["weights_sha256"] = _file_sha256(path)
+    metadata["weights_sha256"] = _io.file_sha256(path)
     _io.atomic_write(meta_path, json.dumps(metadata, indent=1, sort_keys=True))
     log(f"teacher: cached at {path}")
     return teacher, seconds, False

@@ -9,14 +9,13 @@ for all.
 """
 
 import dataclasses
-import hashlib
 import os
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
-from keras_distill import datasets
+from keras_distill import _io, datasets
 from keras_distill.jobs.config import resolve
 from keras_distill.teacher_store import data_fingerprint
 
@@ -113,14 +112,6 @@ def _existing(path, key, folder, what):
         raise ValueError(f"{key} {path!r} {state}: {what} (relative paths start at "
                          "the job file's folder)")
     return path
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _stats(paths, root):
@@ -271,7 +262,7 @@ def _npz(spec, job_dir, log):
         elif x.shape[1:] != parts["train"].x.shape[1:]:
             raise ValueError(f"{keys[split]}: images of shape {x.shape[1:]}, but the "
                              f"training images are {parts['train'].x.shape[1:]}")
-        content.append([split, _sha256(path), files.x_key, files.y_key])
+        content.append([split, _io.file_sha256(path), files.x_key, files.y_key])
         parts[split] = Part(x, y)
         names.append(path)
     return Source(parts, parts["train"].x.shape[1:], "npz arrays " + ", ".join(names),

@@ -36,14 +36,6 @@ from keras_distill.jobs import config as config_lib
 RECORD = "record.json"
 
 
-def _sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _identity(path):
     """What identifies a user's file or folder without reading it all:
     names, sizes and modification times."""
@@ -100,7 +92,7 @@ class Stage:
             return False
         for file, digest in record.get("outputs", {}).items():
             full = os.path.join(self.folder, file)
-            if not os.path.isfile(full) or _sha256_file(full) != digest:
+            if not os.path.isfile(full) or _io.file_sha256(full) != digest:
                 return False
         return True
 
@@ -122,7 +114,7 @@ class Stage:
     def finish(self, outputs, metrics, seconds, settings):
         """Writes the record (last, atomically) with the outputs' SHA-256."""
         record = {"stage": self.name, "key": self.key, "settings": settings,
-                  "outputs": {f: _sha256_file(os.path.join(self.folder, f))
+                  "outputs": {f: _io.file_sha256(os.path.join(self.folder, f))
                               for f in outputs},
                   "metrics": metrics, "seconds": round(seconds, 2),
                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -144,8 +136,6 @@ def _epochs(n):
 def _save_keras(model, path):
     """Saves the model without its optimizer state (an uncompiled copy), so
     the sizes of the Keras artifacts compare; subclassed models as they are."""
-    import keras
-
     try:
         # from_config, not clone_model: Keras 3 compiles a clone of a
         # compiled model, and its optimizer state would be saved.
@@ -226,10 +216,26 @@ class _Job:
                  for k in ("path", "weights")}
         return stage_key(spec.model_dump(mode="json"), files)
 
-    def run(self):
+    def _keras_stage(self, stage, skip, model, file, settings, train):
+        """A stage that trains a Keras 3 model: in a resumed run whose record
+        holds, ``model`` gets the saved weights; else ``train()`` (returning
+        the epoch history) runs, the model is saved and the record written."""
         import keras
 
+        if skip:
+            model.set_weights(keras.models.load_model(
+                stage.path(file), compile=False).get_weights())
+        else:
+            start = time.perf_counter()
+            history = train()
+            _save_keras(model, stage.path(file))
+            stage.finish([file], {"history": history}, time.perf_counter() - start,
+                         settings.model_dump(mode="json"))
+        self.stages[stage.name] = stage.record
+
+    def run(self):
         from keras_distill.jobs import sources
+        from keras_distill.jobs import stages as S
 
         job, log = self.job, self.log
         names = job.stage_names()
@@ -267,20 +273,9 @@ class _Job:
             teacher_key = stage_key(teacher_key, context, s.model_dump(mode="json"))
             stage, skip = begin("teacher", teacher_key,
                                 f"training the teacher, {_epochs(s.epochs)}")
-            if skip:
-                teacher.set_weights(keras.models.load_model(
-                    stage.path("teacher.keras"), compile=False).get_weights())
-            else:
-                start = time.perf_counter()
-                from keras_distill.jobs import stages as S
-
-                layers = S.augmentation(s.augmentation, "stages.teacher.augmentation")
-                history = S.train_alone(teacher, s, data, layers, stage.folder,
-                                        self.verbose, log, job.seed, stage="teacher")
-                _save_keras(teacher, stage.path("teacher.keras"))
-                stage.finish(["teacher.keras"], {"history": history},
-                             time.perf_counter() - start, s.model_dump(mode="json"))
-            self.stages["teacher"] = stage.record
+            self._keras_stage(stage, skip, teacher, "teacher.keras", s, lambda: S.train_alone(
+                teacher, s, data, S.augmentation(s.augmentation, "stages.teacher.augmentation"),
+                stage.folder, self.verbose, log, job.seed, stage="teacher"))
         self._keras_row("teacher", teacher, data, self._file("teacher", "teacher.keras"))
         student = sources.build_student(job.student, self.job_dir, data.input_shape,
                                         data.num_classes, seed=job.seed)
@@ -292,8 +287,6 @@ class _Job:
             model.set_weights(initial)
             return model
 
-        from keras_distill.jobs import stages as S
-
         distil_settings = job.stages.distil
         if job.stages.baseline:
             b = job.stages.baseline
@@ -303,18 +296,11 @@ class _Job:
                                 f"the student alone on the labels, {_epochs(merged.epochs)}, "
                                 "same initial weights and augmentation")
             baseline = fresh_student()
-            if skip:
-                baseline.set_weights(keras.models.load_model(
-                    stage.path("student.keras"), compile=False).get_weights())
-            else:
-                start = time.perf_counter()
-                layers = S.augmentation(merged.augmentation, "stages.distil.augmentation")
-                history = S.train_alone(baseline, merged, data, layers, stage.folder,
-                                        self.verbose, log, job.seed, stage="baseline")
-                _save_keras(baseline, stage.path("student.keras"))
-                stage.finish(["student.keras"], {"history": history},
-                             time.perf_counter() - start, merged.model_dump(mode="json"))
-            self.stages["baseline"] = stage.record
+            self._keras_stage(
+                stage, skip, baseline, "student.keras", merged, lambda: S.train_alone(
+                    baseline, merged, data,
+                    S.augmentation(merged.augmentation, "stages.distil.augmentation"),
+                    stage.folder, self.verbose, log, job.seed, stage="baseline"))
             self._keras_row("student (baseline)", baseline, data,
                             stage.path("student.keras"))
             self.models_baseline = baseline
@@ -329,17 +315,8 @@ class _Job:
                                    if d.augmentation else "")
                                 + (f", {d.views} cached views" if d.views else ""))
             distilled = fresh_student()
-            if skip:
-                distilled.set_weights(keras.models.load_model(
-                    stage.path("student.keras"), compile=False).get_weights())
-            else:
-                start = time.perf_counter()
-                history = S.distil(distilled, teacher, d, data, stage.folder,
-                                   self.verbose, log, job.seed)
-                _save_keras(distilled, stage.path("student.keras"))
-                stage.finish(["student.keras"], {"history": history},
-                             time.perf_counter() - start, d.model_dump(mode="json"))
-            self.stages["distil"] = stage.record
+            self._keras_stage(stage, skip, distilled, "student.keras", d, lambda: S.distil(
+                distilled, teacher, d, data, stage.folder, self.verbose, log, job.seed))
             self._keras_row("student (distilled)", distilled, data,
                             stage.path("student.keras"))
         final = distilled
