@@ -1,16 +1,25 @@
-"""Benchmark: distilled student vs the same student trained from scratch.
+"""Benchmark: the main job, seed by seed: does its distilled student beat scratch?
 
-On the full Fashion-MNIST (60k train / 10k test), with the main job's teacher
-(trained once, seed 0, cached) and student, for several seeds: the student
-trained from scratch on the labels, and distilled with each (alpha, T) given,
-for the same number of epochs and the same initial weights per seed.
+Runs the main job (`keras_distill.pipeline.run_pipeline`, exactly what
+``keras-distill`` runs, with its default settings unless flags say otherwise)
+once per seed, on the full Fashion-MNIST (60k train / 10k test). The seed
+sets the students' initial weights and data order; the teacher (seed 0) is
+trained once by the first run and cached, so later runs load it. Scratch and
+distilled students share the seed's initial weights, epochs and schedule, so
+each seed gives one paired difference; the gain is reported as the mean over
+seeds with a 95% t-interval.
 
-Writes bench/results/kd_vs_scratch.json and .md (mean and per-seed test
-accuracy), and prints the Markdown table.
+Each finished run is appended to ``<out>.runs.jsonl`` (a stopped benchmark
+resumes: seeds already there with the same settings are skipped). Writes
+``<out>.json`` (``meta``, ``runs`` and the top-level ``summary`` the README
+quotes) and ``<out>.md`` (the per-seed table with the main job's time per
+run).
 
 Usage:
-    python bench/kd_vs_scratch.py                      # the README table
-    python bench/kd_vs_scratch.py --seeds 0 --epochs 2  # a smoke run
+    python bench/kd_vs_scratch.py                  # the main job's default, seeds 0 1 2
+    python bench/kd_vs_scratch.py --classic        # the recipe before the search
+    python bench/kd_vs_scratch.py --seeds 0 --epochs 1 --teacher-epochs 1 \\
+        --train-samples 2000 --out /tmp/smoke      # a smoke run
 """
 
 import argparse
@@ -20,101 +29,173 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
+sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_distill import pipeline  # noqa: E402
+from keras_distill import _io, pipeline  # noqa: E402
+from recipes import ci95  # noqa: E402
+
+SETTINGS = ("epochs", "teacher_epochs", "teacher", "student", "method", "alpha",
+            "temperature", "learning_rate", "schedule", "augment_teacher",
+            "teacher_policy", "finetune_learning_rate", "batch_size", "train_samples",
+            "test_samples", "compress", "export", "sparsity", "prune_epochs",
+            "qat_epochs")
 
 
-def parse_configs(text):
-    configs = []
-    for item in text.split(","):
-        alpha, temperature = item.split(":")
-        configs.append((float(alpha), float(temperature)))
-    return configs
+def recipe_name(config):
+    """One line naming the recipe, e.g. for the summary's ``recipe``."""
+    return (f"{config.method} alpha={config.alpha:g} T={config.temperature:g}, "
+            f"{config.epochs} epochs Adam {config.learning_rate:g} {config.schedule}, "
+            f"{config.teacher} teacher ({config.teacher_epochs} epochs), "
+            f"student {config.student}")
+
+
+def _row(results, name):
+    return next(r for r in results["rows"] if r["name"] == name)
+
+
+def run_seed(config, log):
+    """One main job; returns the record the benchmark keeps of it."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        results = pipeline.run_pipeline(
+            dataclasses.replace(config, output_dir=folder if config.export else None),
+            log=log)
+    return {"seed": config.seed, "total_seconds": round(time.perf_counter() - start, 1),
+            "settings": {k: getattr(config, k) for k in SETTINGS},
+            "rows": results["rows"], "artifacts": results["artifacts"],
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def summarise(records, config):
+    """The top-level ``summary`` and the Markdown table."""
+    scratch = [100 * _row(r, "student (scratch)")["test_accuracy"] for r in records]
+    distilled = [100 * _row(r, "student (distilled)")["test_accuracy"] for r in records]
+    gains = [d - s for d, s in zip(distilled, scratch)]
+    gain_mean, ci = ci95(gains)
+    teacher = _row(records[0], "teacher")
+    student = _row(records[0], "student (distilled)")
+    summary = {
+        "recipe": recipe_name(config), "seeds": len(records),
+        "scratch_mean": round(statistics.mean(scratch), 3),
+        "distilled_mean": round(statistics.mean(distilled), 3),
+        "gain_mean": round(gain_mean, 3), "gain_ci95": [round(v, 3) for v in ci],
+        "teacher_accuracy": round(100 * teacher["test_accuracy"], 3),
+        "student_params": student["params"], "teacher_params": teacher["params"],
+        "units": "accuracies in percent, gains in percentage points",
+    }
+    compressed = [r for r in records if r["artifacts"] and len(r["rows"]) > 3]
+    if compressed:
+        def artifact(record, name):
+            return next(a for a in record["artifacts"] if a["name"] == name)
+        final = "student (distilled, sparse, QAT), int8"
+        summary["int8_sparse_qat"] = {
+            "test_accuracy_mean": round(statistics.mean(
+                100 * artifact(r, final)["test_accuracy"] for r in compressed), 3),
+            "below_teacher_points": round(statistics.mean(
+                100 * (_row(r, "teacher")["test_accuracy"]
+                       - artifact(r, final)["test_accuracy"]) for r in compressed), 3),
+            "size_vs_teacher_float32": round(statistics.mean(
+                artifact(r, final)["size_bytes"] / artifact(r, "teacher")["size_bytes"]
+                for r in compressed), 5),
+            "speedup_vs_teacher_float32": round(statistics.mean(
+                artifact(r, "teacher")["latency_median_us"]
+                / artifact(r, final)["latency_median_us"] for r in compressed), 2),
+        }
+    lines = [
+        f"Main job: {recipe_name(config)}; teacher {teacher['params']:,} params "
+        f"({summary['teacher_accuracy']:.2f}%), student {student['params']:,} params; "
+        + (f"the first {config.train_samples} training images" if config.train_samples
+           else "all 60,000 training images") + " of Fashion-MNIST, 10,000 test images.",
+        "",
+        "| seed | scratch | distilled | gain | 50% sparse | sparse + QAT | "
+        "int8 file (sparse, QAT) | main job (s) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for record, s, d in zip(records, scratch, distilled):
+        rows = {r["name"]: r for r in record["rows"]}
+        sparse = [v for k, v in rows.items() if "sparse)" in k]
+        qat = rows.get("student (distilled, sparse, QAT)")
+        int8 = [a for a in record["artifacts"] if a["name"].endswith("QAT), int8")]
+        cell = lambda row: f"{100 * row['test_accuracy']:.2f}%" if row else "-"  # noqa: E731
+        lines.append(
+            f"| {record['seed']} | {s:.2f}% | {d:.2f}% | {d - s:+.2f} | "
+            f"{cell(sparse[0] if sparse else None)} | {cell(qat)} | "
+            f"{cell(int8[0] if int8 else None)} | {record['total_seconds']:.0f} |")
+    lines += ["", f"Gain of the distilled student over scratch: **{gain_mean:+.2f} points**, "
+              + (f"95% CI [{ci[0]:+.2f}, {ci[1]:+.2f}]" if len(gains) > 1 else
+                 "one seed, no interval")
+              + f" over {len(gains)} paired seeds (scratch {summary['scratch_mean']:.2f}%, "
+              f"distilled {summary['distilled_mean']:.2f}%)."]
+    cold = [r for r in records if not _row(r, "teacher").get("cached")]
+    if cold:
+        lines.append(f"The first run trained the teacher: "
+                     f"{_row(cold[0], 'teacher')['train_seconds'] / 60:.1f} min of its "
+                     f"{cold[0]['total_seconds'] / 60:.1f} min (the cold main job); the "
+                     "others loaded it from the cache.")
+    return summary, "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--teacher-epochs", type=int, default=5)
-    parser.add_argument("--student", default="cnn", choices=["cnn", "mlp"])
-    parser.add_argument("--configs", type=parse_configs, default="0.5:2,0.1:4",
-                        help="comma-separated alpha:temperature pairs")
-    parser.add_argument("--methods", default="kd",
-                        help="comma-separated --method values of the main job, "
-                        "e.g. kd,dkd,kd+l2,kd+at,kd+fsp")
+    parser.add_argument("--classic", action="store_true",
+                        help="PipelineConfig.classic() instead of the default")
+    for flag, kind in (("epochs", int), ("teacher-epochs", int), ("train-samples", int),
+                       ("method", str), ("alpha", float), ("temperature", float)):
+        parser.add_argument(f"--{flag}", type=kind)
+    parser.add_argument("--no-compress", action="store_true")
+    parser.add_argument("--cache-dir")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__),
                                                       "results", "kd_vs_scratch"))
     args = parser.parse_args(argv)
-    if isinstance(args.configs, str):
-        args.configs = parse_configs(args.configs)
+    config = pipeline.PipelineConfig.classic() if args.classic else pipeline.PipelineConfig()
+    overrides = {k: v for k, v in vars(args).items()
+                 if k in ("epochs", "teacher_epochs", "train_samples", "method", "alpha",
+                          "temperature") and v is not None}
+    config = dataclasses.replace(config, allow_download=False, cache_dir=args.cache_dir,
+                                 compress=not args.no_compress, verbose=0, **overrides)
+    config.validate()
+    settings = {k: getattr(config, k) for k in SETTINGS}
 
-    base = pipeline.PipelineConfig(epochs=args.epochs, teacher_epochs=args.teacher_epochs,
-                                   student=args.student, seed=0).validate()
-    (x, y), (xt, yt) = pipeline.prepare_data(base)
-    teacher, _, _ = pipeline.get_teacher(base, x, y)
-    teacher_accuracy = pipeline._accuracy(teacher, xt, yt)
-    print(f"teacher: {teacher.count_params():,} params, "
-          f"test accuracy {100 * teacher_accuracy:.2f}%", flush=True)
+    runs_path = args.out + ".runs.jsonl"
+    os.makedirs(os.path.dirname(os.path.abspath(runs_path)), exist_ok=True)
+    done = {}
+    if os.path.exists(runs_path):
+        with open(runs_path) as handle:
+            for line in handle:
+                record = json.loads(line)
+                if record["settings"] == settings:
+                    done[record["seed"]] = record
 
-    runs = []
+    def log(message):
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
     for seed in args.seeds:
-        config = dataclasses.replace(base, seed=seed)
-        student, seconds = pipeline.train_scratch(config, x, y)
-        runs.append({"method": "scratch", "seed": seed, "seconds": seconds,
-                     "params": student.count_params(),
-                     "test_accuracy": pipeline._accuracy(student, xt, yt)})
-        print(json.dumps(runs[-1]), flush=True)
-        for method, (alpha, temperature) in (
-                (m, c) for m in args.methods.split(",") for c in args.configs):
-            config = dataclasses.replace(base, seed=seed, alpha=alpha,
-                                         temperature=temperature, method=method)
-            student, seconds = pipeline.train_distilled(config, teacher, x, y)
-            label = "KD" if method == "kd" else method.upper()
-            runs.append({"method": f"{label} alpha={alpha:g} T={temperature:g}",
-                         "seed": seed, "seconds": seconds,
-                         "params": student.count_params(),
-                         "test_accuracy": pipeline._accuracy(student, xt, yt)})
-            print(json.dumps(runs[-1]), flush=True)
+        if seed in done:
+            log(f"seed {seed}: done before ({runs_path})")
+            continue
+        log(f"seed {seed}: the main job ({recipe_name(config)})")
+        record = run_seed(dataclasses.replace(config, seed=seed), log)
+        with open(runs_path, "a") as handle:
+            handle.write(json.dumps(record, default=str) + "\n")
+        done[seed] = record
+        log(f"seed {seed}: " + ", ".join(
+            f"{r['name']} {100 * r['test_accuracy']:.2f}%" for r in record["rows"]))
 
-    methods = []
-    for run in runs:
-        if run["method"] not in methods:
-            methods.append(run["method"])
-    scratch_mean = statistics.mean(
-        r["test_accuracy"] for r in runs if r["method"] == "scratch")
-    lines = [
-        f"Student `{args.student}` ({runs[0]['params']:,} params), teacher "
-        f"{teacher.count_params():,} params ({100 * teacher_accuracy:.2f}%), "
-        f"{args.epochs} epochs, seeds {args.seeds}.",
-        "",
-        "| method | mean test accuracy | vs scratch | per seed | mean time/run (s) |",
-        "|---|---:|---:|---|---:|",
-    ]
-    for method in methods:
-        accs = [r["test_accuracy"] for r in runs if r["method"] == method]
-        secs = [r["seconds"] for r in runs if r["method"] == method]
-        mean = statistics.mean(accs)
-        lines.append(
-            f"| {method} | {100 * mean:.2f}% | {100 * (mean - scratch_mean):+.2f} | "
-            + ", ".join(f"{100 * a:.2f}" for a in accs)
-            + f" | {statistics.mean(secs):.0f} |")
-    table = "\n".join(lines)
+    records = [done[s] for s in args.seeds]
+    summary, table = summarise(records, config)
     print("\n" + table)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
-            "cpus": os.cpu_count(), "args": {k: v for k, v in vars(args).items()},
-            "teacher_accuracy": teacher_accuracy}
-    with open(args.out + ".json", "w") as handle:
-        json.dump({"meta": meta, "runs": runs}, handle, indent=2, default=str)
-    with open(args.out + ".md", "w") as handle:
-        handle.write(table + f"\n\nMeasured {meta['date']} on {meta['machine']}, "
-                     f"{meta['cpus']} CPUs.\n")
+            "cpus": os.cpu_count(), "command": "python bench/kd_vs_scratch.py "
+            + " ".join(argv if argv is not None else sys.argv[1:]), "settings": settings}
+    _io.atomic_write(args.out + ".json", json.dumps(
+        {"meta": meta, "summary": summary, "runs": records}, indent=1, default=str))
+    _io.atomic_write(args.out + ".md", table + f"\n\nMeasured {meta['date']} on "
+                     f"{meta['machine']}, {meta['cpus']} CPUs.\n")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from keras_distill.teacher_store import (  # noqa: F401 - re-exported
 
 # --method tokens: a logits term ("kd" or "dkd") and/or feature terms between
 # the reference models' layers (see models.py for the names).
-LOGITS_METHODS = ("kd", "dkd")
+LOGITS_METHODS = ("kd", "dkd", "dist", "kd_ls", "dkd_ls")
 FEATURE_METHODS = ("l2", "at", "fsp", "rkd")
 # The cache holds every tapped teacher feature map of the training set; past
 # this size the teacher runs online instead.
@@ -36,6 +36,9 @@ CACHE_LIMIT_BYTES = 1 << 30
 
 QUICK = dict(train_samples=12000, test_samples=2000, teacher_epochs=3, epochs=5,
              prune_epochs=1, qat_epochs=1)
+TEACHERS = ("vgg", "wide")
+SCHEDULES = ("cosine", "constant")
+POLICIES = ("mixed_bfloat16", "float32")
 
 
 @dataclasses.dataclass
@@ -43,19 +46,28 @@ class PipelineConfig:
     """Settings of the main job (the command-line flags map onto these).
 
     Example:
-    >>> PipelineConfig(epochs=3).alpha
-    0.5
+    >>> PipelineConfig(epochs=3).method
+    'dist'
     """
 
-    epochs: int = 10
-    teacher_epochs: int = 5
+    epochs: int = 40
+    teacher_epochs: int = 30
+    teacher: str = "wide"
     student: str = "cnn"
-    method: str = "kd"
-    alpha: float = 0.5  # measured best of our sweeps (bench/kd_vs_scratch.py)
-    temperature: float = 2.0
+    # The winner of bench/recipes.py's search (bench/results/sweeps/README.md):
+    # DIST without the hard-label loss, against the scratch student of the
+    # same schedule (bench/kd_vs_scratch.py measures it in this job).
+    method: str = "dist"
+    alpha: float = 0.0
+    temperature: float = 4.0
     seed: int = 0
+    teacher_seed: int = 0
     batch_size: int = 128
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
+    schedule: str = "cosine"
+    augment_teacher: bool = True
+    teacher_policy: str = "mixed_bfloat16"
+    finetune_learning_rate: float = 1e-4  # pruning and QAT
     train_samples: int = 0  # 0: all 60000
     test_samples: int = 0  # 0: all 10000
     data_dir: str = None
@@ -68,6 +80,25 @@ class PipelineConfig:
     prune_epochs: int = 2
     qat_epochs: int = 1
     verbose: int = 0
+
+    @classmethod
+    def classic(cls, **overrides):
+        """The main job's recipe before the search of issue #13 (up to
+        2026-11-27): a 5-epoch VGG teacher without augmentation, constant
+        Adam 1e-3, KD with alpha 0.5 and T 2, 10 student epochs. Fast (a few
+        minutes); the notebooks use it. Distillation does not pay with it
+        (bench/results/sweeps/README.md).
+
+        Example:
+        >>> PipelineConfig.classic(epochs=3).method, PipelineConfig.classic().teacher
+        ('kd', 'vgg')
+        """
+        settings = dict(epochs=10, teacher_epochs=5, teacher="vgg", method="kd",
+                        alpha=0.5, temperature=2.0, learning_rate=1e-3,
+                        schedule="constant", augment_teacher=False,
+                        teacher_policy="float32", finetune_learning_rate=1e-3)
+        settings.update(overrides)
+        return cls(**settings)
 
     def validate(self):
         """Raises ``ValueError`` (or ``TypeError``) naming the first setting
@@ -92,18 +123,32 @@ class PipelineConfig:
                 )
         if self.student not in ("cnn", "mlp"):
             raise ValueError(f"`student` must be 'cnn' or 'mlp', got {self.student!r}.")
-        parse_method(self.method, self.student)
+        for name, allowed in (("teacher", TEACHERS), ("schedule", SCHEDULES),
+                              ("teacher_policy", POLICIES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`{name}` must be one of {allowed}, got "
+                                 f"{getattr(self, name)!r}.")
+        logits, _ = parse_method(self.method, self.student)
         if not (0.0 <= self.alpha <= 1.0):
             raise ValueError(f"`alpha` must be in [0, 1], got {self.alpha!r}.")
+        if logits is None and self.alpha == 0:
+            raise ValueError(
+                f"`method`={self.method!r} has no logits term and `alpha` is 0: nothing "
+                "would train the student's classifier. Give `alpha` a weight for the "
+                "hard-label loss (e.g. 0.5) or add a logits term (e.g. 'dist+"
+                f"{self.method}').")
         _validation.check_temperature(self.temperature, "temperature")
         if not (0.0 < self.sparsity < 1.0):
             raise ValueError(f"`sparsity` must be in (0, 1), got {self.sparsity!r}.")
-        if not (self.learning_rate > 0):
-            raise ValueError(
-                f"`learning_rate` must be positive, got {self.learning_rate!r}."
-            )
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise ValueError(f"`seed` must be an integer from 0 to 2**32 - 1, got {self.seed!r}.")
+        for name in ("learning_rate", "finetune_learning_rate"):
+            if not (getattr(self, name) > 0):
+                raise ValueError(
+                    f"`{name}` must be positive, got {getattr(self, name)!r}.")
+        for name in ("seed", "teacher_seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value < 2**32:
+                raise ValueError(
+                    f"`{name}` must be an integer from 0 to 2**32 - 1, got {value!r}.")
         if self.data_dir is not None:
             datasets.check_folder(self.data_dir, "data_dir")
         if self.train_samples:
@@ -186,6 +231,29 @@ def _ce():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+def _optimizer(config, n_train, epochs=None):
+    """Adam at ``config.learning_rate``, decayed to 0 over the run (cosine)
+    when ``config.schedule == "cosine"``."""
+    rate = config.learning_rate
+    if config.schedule == "cosine":
+        steps = (epochs or config.epochs) * -(-n_train // config.batch_size)
+        rate = keras.optimizers.schedules.CosineDecay(rate, steps)
+    return keras.optimizers.Adam(rate)
+
+
+def _logits_term(logits):
+    """The ``distillation_loss_fn`` of a logits token (``None``: none)."""
+    if logits in (None, "kd"):
+        return "kl_divergence"
+    if logits == "dkd":
+        from keras_distill.distiller import DecoupledKD
+
+        return DecoupledKD()
+    from keras_distill.jobs.stages import method_term
+
+    return method_term(logits)
+
+
 def _accuracy(model, x, y, batch_size=512):
     logits = model.predict(x, batch_size=batch_size, verbose=0)
     return float(np.mean(np.argmax(logits, axis=-1) == y))
@@ -206,7 +274,7 @@ def train_scratch(config, x, y):
     """
     keras.utils.set_random_seed(config.seed)
     student = build_student(config.student, seed=config.seed)
-    student.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_ce())
+    student.compile(optimizer=_optimizer(config, len(x)), loss=_ce())
     start = time.perf_counter()
     student.fit(x, y, batch_size=config.batch_size, epochs=config.epochs,
                 verbose=config.verbose)
@@ -217,8 +285,10 @@ def parse_method(method, student="cnn"):
     """Splits a ``--method`` such as ``"kd+l2"`` into its logits and feature parts.
 
     Args:
-        method: ``+``-joined tokens: at most one of ``kd``/``dkd`` (the
-            logits term; none means feature terms alone) and any of ``l2``
+        method: ``+``-joined tokens: at most one logits term (``kd``,
+            ``dkd``, ``dist``, ``kd_ls`` or ``dkd_ls``, see
+            `keras_distill.jobs.stages.method_term`; none means feature
+            terms alone) and any of ``l2``
             (FitNets hint on ``block2_pool``), ``at`` (attention transfer on
             ``block1_pool`` and ``block2_pool``), ``fsp`` (FSP between
             ``block1_pool`` and the next conv) and ``rkd`` (relational KD on
@@ -227,7 +297,7 @@ def parse_method(method, student="cnn"):
             only ``rkd`` of the feature terms applies to it.
 
     Returns:
-        ``(logits, features)``: ``"kd"``, ``"dkd"`` or ``None``, and a tuple.
+        ``(logits, features)``: the logits token or ``None``, and a tuple.
 
     Example:
     >>> parse_method("kd+l2")
@@ -304,8 +374,6 @@ def train_distilled(config, teacher, x, y):
     >>> seconds > 0
     True
     """
-    from keras_distill.distiller import DecoupledKD
-
     logits, features = parse_method(config.method, config.student)
     keras.utils.set_random_seed(config.seed)
     student = build_student(config.student, seed=config.seed)
@@ -318,9 +386,9 @@ def train_distilled(config, teacher, x, y):
     else:
         distiller = Distiller(student=student, teacher=teacher)
     distiller.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=_optimizer(config, len(x)),
         student_loss_fn=_ce(),
-        distillation_loss_fn=DecoupledKD() if logits == "dkd" else "kl_divergence",
+        distillation_loss_fn=_logits_term(logits),
         alpha=config.alpha,
         temperature=config.temperature,
     )
@@ -340,8 +408,9 @@ def _distil_tf_keras(config, student, teacher, x, y, epochs):
 
     distiller = Distiller(student, teacher)
     distiller.compile(
-        optimizer=tf_keras.optimizers.Adam(config.learning_rate),
+        optimizer=tf_keras.optimizers.Adam(config.finetune_learning_rate),
         student_loss_fn=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        distillation_loss_fn=_logits_term(parse_method(config.method)[0]),
         alpha=config.alpha, temperature=config.temperature)
     start = time.perf_counter()
     # The Distiller adds TFMOT's pruning-step callback for a pruned student.

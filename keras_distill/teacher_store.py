@@ -82,8 +82,8 @@ def data_fingerprint(x, y):
 def teacher_cache_entry(config, x, y):
     """Where the cached teacher for these settings and this data lives.
 
-    The key covers the architecture, seed, epochs, batch size, Keras version
-    and the training data itself (`data_fingerprint`), so any change retrains.
+    The key covers the architecture, seed, epochs, batch size, training recipe
+    (`teacher_recipe`), Keras version and the training data itself (`data_fingerprint`), so any change retrains.
     The metadata, written beside the weights after them, is checked on load.
 
     Returns:
@@ -99,10 +99,12 @@ def teacher_cache_entry(config, x, y):
     True
     """
     settings = {
-        "architecture_sha256": _sha256(build_teacher(seed=config.seed).to_json().encode()),
+        "architecture_sha256": _sha256(_build(config).to_json().encode()),
+        "kind": config.teacher,
         "epochs": config.teacher_epochs,
-        "seed": config.seed,
+        "seed": config.teacher_seed,
         "batch_size": config.batch_size,
+        "recipe": teacher_recipe(config),
         "keras": keras.__version__,
     }
     settings_key = _sha256(json.dumps(settings, sort_keys=True).encode())[:16]
@@ -210,23 +212,101 @@ def get_teacher(config, x, y, log=print):
     path, meta_path, metadata = teacher_cache_entry(config, x, y)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     _io.remove_stale_temps(os.path.dirname(path))
-    teacher = build_teacher(seed=config.seed)
+    teacher = _build(config)
     if _load_cached_teacher(teacher, path, meta_path, metadata, log):
         log(f"teacher: loaded from cache {path}")
         return teacher, 0.0, True
-    teacher = build_teacher(seed=config.seed)  # not one half-loaded
+    recipe = teacher_recipe(config)
     log(f"teacher: training {config.teacher_epochs} epochs "
-        f"({teacher.count_params():,} params)")
-    keras.utils.set_random_seed(config.seed)
-    teacher.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    start = time.perf_counter()
-    teacher.fit(x, y, batch_size=config.batch_size, epochs=config.teacher_epochs,
-                verbose=config.verbose)
-    seconds = time.perf_counter() - start
+        f"({teacher.count_params():,} params, {config.teacher} teacher"
+        + (f", {recipe['augmentation']}" if recipe["augmentation"] else "")
+        + f", {recipe['schedule']} learning rate, {recipe['policy']})")
+    teacher, seconds = train_teacher(config, x, y)
     atomic_save_weights(teacher, path)
     metadata["weights_sha256"] = _io.file_sha256(path)
     _io.atomic_write(meta_path, json.dumps(metadata, indent=1, sort_keys=True))
     log(f"teacher: cached at {path}")
     return teacher, seconds, False
+
+
+TEACHER_AUGMENTATION = "horizontal flip + 2-pixel shift"
+
+
+def _build(config):
+    return build_teacher(seed=config.teacher_seed, kind=config.teacher)
+
+
+def teacher_recipe(config):
+    """How the main job trains its teacher, as recorded in the cache key.
+
+    Example:
+    >>> from keras_distill.pipeline import PipelineConfig
+    >>> teacher_recipe(PipelineConfig())["policy"]
+    'mixed_bfloat16'
+    """
+    return {"learning_rate": config.learning_rate, "optimizer": "adam",
+            "schedule": config.schedule,
+            "augmentation": TEACHER_AUGMENTATION if config.augment_teacher else None,
+            "policy": config.teacher_policy}
+
+
+def train_teacher(config, x, y):
+    """Trains the main job's teacher on ``(x, y)``; no cache involved.
+
+    Adam at ``config.learning_rate`` (cosine decay to 0 over the run when
+    ``config.schedule == "cosine"``), batches of ``config.batch_size``
+    shuffled per epoch, each batch augmented with a random horizontal flip
+    and a shift of up to 2 pixels when ``config.augment_teacher`` (the views
+    the student will be asked about are of the same kind), under the Keras
+    dtype policy ``config.teacher_policy`` (``"mixed_bfloat16"``: about 1.5x
+    faster on CPUs with bfloat16 units; the weights stay float32). The
+    global dtype policy is restored afterwards, and the teacher returned is
+    a float32 build holding the trained weights.
+
+    Returns:
+        ``(teacher, seconds)``.
+
+    Example:
+    >>> from keras_distill.pipeline import PipelineConfig
+    >>> x = np.zeros((8, 28, 28, 1), "float32"); y = np.zeros(8, "int64")
+    >>> cfg = PipelineConfig(teacher_epochs=1, batch_size=4, teacher="vgg")
+    >>> teacher, seconds = train_teacher(cfg, x, y)
+    >>> teacher.dtype_policy.name, keras.mixed_precision.global_policy().name
+    ('float32', 'float32')
+    """
+    import tensorflow as tf
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(config.teacher_policy)
+    try:
+        keras.utils.set_random_seed(config.teacher_seed)
+        model = _build(config)
+        whole = config.augment_teacher and len(x) >= config.batch_size  # drop_remainder
+        steps = config.teacher_epochs * (len(x) // config.batch_size if whole
+                                         else -(-len(x) // config.batch_size))
+        rate = config.learning_rate
+        if config.schedule == "cosine":
+            rate = keras.optimizers.schedules.CosineDecay(rate, steps)
+        model.compile(optimizer=keras.optimizers.Adam(rate),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        start = time.perf_counter()
+        if config.augment_teacher:
+            augment = keras.Sequential([
+                keras.layers.RandomTranslation(2 / 28, 2 / 28, fill_mode="constant",
+                                               seed=config.teacher_seed + 1),
+                keras.layers.RandomFlip("horizontal", seed=config.teacher_seed + 2)])
+            data = (tf.data.Dataset.from_tensor_slices((x, y))
+                    .shuffle(len(x), seed=config.teacher_seed)
+                    .batch(config.batch_size, drop_remainder=whole)
+                    .map(lambda a, b: (augment(a, training=True), b)).prefetch(2))
+            model.fit(data, epochs=config.teacher_epochs, verbose=config.verbose,
+                      shuffle=False)  # shuffled above, per epoch
+        else:
+            model.fit(x, y, batch_size=config.batch_size, epochs=config.teacher_epochs,
+                      verbose=config.verbose)
+        seconds = time.perf_counter() - start
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    teacher = _build(config)
+    teacher.set_weights(model.get_weights())
+    return teacher, seconds

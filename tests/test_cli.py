@@ -13,13 +13,13 @@ needs_data = pytest.mark.skipif(datasets.find_fashion_mnist() is None,
 
 @needs_data
 def test_main_job_runs_and_caches_the_teacher(tmp_path, capsys):
-    args = ["--epochs", "1", "--teacher-epochs", "2", "--prune-epochs", "1",
+    args = ["--epochs", "1", "--teacher-epochs", "3", "--prune-epochs", "1",
             "--qat-epochs", "1", "--train-samples", "2000",
             "--test-samples", "500", "--cache-dir", str(tmp_path / "cache"),
             "--output-dir", str(tmp_path / "out"), "--no-download"]
     assert cli.main(args) == 0
     first = capsys.readouterr().out
-    assert "teacher: training 2 epochs" in first
+    assert "teacher: training 3 epochs" in first
     for name in ("| teacher |", "| student (scratch) |", "| student (distilled) |"):
         assert name in first
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -81,12 +81,19 @@ def test_methods_run(method, tmp_path):
     from keras_distill import pipeline
 
     config = pipeline.PipelineConfig(epochs=1, teacher_epochs=1, train_samples=512,
-                                     test_samples=128, method=method,
+                                     test_samples=128, method=method, alpha=0.5,
                                      cache_dir=str(tmp_path), allow_download=False)
     (x, y), _ = pipeline.prepare_data(config)
     teacher, _, _ = pipeline.get_teacher(config, x, y, log=lambda m: None)
     student, seconds = pipeline.train_distilled(config, teacher, x, y)
     assert seconds > 0 and student.count_params() == 13978
+
+
+def test_feature_terms_alone_need_the_hard_label_loss(capsys):
+    assert cli.main(["--method", "rkd"]) == 2
+    assert "--alpha" in capsys.readouterr().err
+    assert cli.main(["--method", "rkd", "--alpha", "0.5", "--epochs", "0"]) == 2
+    assert "--epochs" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("method,word", [("kd+dkd", "two logits terms"),

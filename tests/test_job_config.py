@@ -83,8 +83,9 @@ def test_each_mistake_is_named_by_its_key(changes, expected):
     ({"path": "a.keras", "builder": "m:f"}, "(got path, builder)"),
     ({"builder": "no_colon"}, "teacher.builder: must be 'module:function'"),
     ({"path": "a.keras", "weights": "w.h5"}, "weights is for application or builder"),
-    ({"builder": "m:f", "kwargs": {"alpha": 1}}, "kwargs and input_shape are for "
-     "application teachers"),
+    ({"builder": "m:f", "input_shape": [28, 28, 1]}, "input_shape is for application "
+     "teachers"),
+    ({"path": "a.keras", "kwargs": {"alpha": 1}}, "kwargs is for application or builder"),
     ({"path": "a.keras", "outputs": "softmax"},
      "teacher.outputs: Input should be 'logits' or 'probabilities'"),
 ])

@@ -88,7 +88,7 @@ class TeacherSpec(_Strict):
       with a ``teacher`` stage that trains it), extra constructor arguments in
       ``kwargs`` (e.g. ``alpha: 0.35``).
     * ``builder``: ``module:function`` called as ``function(input_shape,
-      num_classes)``, with ``weights`` optionally loaded into it.
+      num_classes, **kwargs)``, with ``weights`` optionally loaded into it.
 
     ``input_fn`` (``module:function``) maps the batch the student sees to the
     teacher's input, for a teacher that takes other inputs; ``preprocess``
@@ -118,8 +118,11 @@ class TeacherSpec(_Strict):
         if self.path and self.weights:
             raise ValueError("weights is for application or builder; a saved model at "
                              "path already holds its weights")
-        if (self.kwargs or self.input_shape) and not self.application:
-            raise ValueError("kwargs and input_shape are for application teachers")
+        if self.input_shape and not self.application:
+            raise ValueError("input_shape is for application teachers")
+        if self.kwargs and self.path:
+            raise ValueError("kwargs is for application or builder teachers; a saved "
+                             "model at path is not built")
         return self
 
 

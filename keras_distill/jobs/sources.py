@@ -457,7 +457,8 @@ def load_teacher(spec, job_dir, input_shape, num_classes, log=print):
         core = _load_weights(core, spec, job_dir, "teacher")
     else:
         source = f"builder {spec.builder!r}"
-        core = _call_builder(spec.builder, job_dir, "teacher.builder", inner, num_classes)
+        core = _call_builder(spec.builder, job_dir, "teacher.builder", inner, num_classes,
+                             spec.kwargs)
         core = _load_weights(core, spec, job_dir, "teacher")
     input_fn = spec.input_fn and import_object(spec.input_fn, job_dir, "teacher.input_fn")
     if not input_fn:
@@ -477,14 +478,16 @@ def load_teacher(spec, job_dir, input_shape, num_classes, log=print):
     return _check(model, input_shape, num_classes, "teacher", source, hint)
 
 
-def _call_builder(reference, job_dir, key, input_shape, num_classes):
+def _call_builder(reference, job_dir, key, input_shape, num_classes, kwargs=None):
     builder = import_object(reference, job_dir, key)
+    kwargs = kwargs or {}
     try:
-        model = builder(tuple(input_shape), num_classes)
+        model = builder(tuple(input_shape), num_classes, **kwargs)
     except Exception as error:  # noqa: BLE001 - any error of the user's builder
+        extra = "".join(f", {k}={v!r}" for k, v in kwargs.items())
         raise ValueError(f"{key} {reference!r} failed when called as "
-                         f"{reference.split(':')[1]}({tuple(input_shape)}, {num_classes}): "
-                         f"{type(error).__name__}: {error}") from error
+                         f"{reference.split(':')[1]}({tuple(input_shape)}, {num_classes}"
+                         f"{extra}): {type(error).__name__}: {error}") from error
     if _compat.flavour_of(model) == _compat.TF_KERAS:
         raise TypeError(f"{key} {reference!r} returned a tf_keras (Keras 2) model: build "
                         "it with `import keras` (Keras 3)")

@@ -42,9 +42,9 @@ import numpy as np
 from keras_distill import Distiller, pipeline
 from keras_distill.models import build_student
 
-config = pipeline.PipelineConfig(epochs=10, teacher_epochs=5)
+config = pipeline.PipelineConfig.classic(epochs=10, teacher_epochs=5)
 if QUICK:
-    config = pipeline.PipelineConfig(epochs=2, teacher_epochs=1, train_samples=5000, test_samples=1000)
+    config = pipeline.PipelineConfig.classic(epochs=2, teacher_epochs=1, train_samples=5000, test_samples=1000)
 (x_train, y_train), (x_test, y_test) = pipeline.prepare_data(config)
 print(x_train.shape, x_test.shape)'''),
         new_markdown_cell("## The teacher\nTrained once and cached in `~/.cache/keras_distill` "
@@ -133,9 +133,9 @@ import numpy as np
 from keras_distill import FeatureDistiller, FeaturePair, FSPPair, pipeline
 from keras_distill.models import build_student
 
-config = pipeline.PipelineConfig(epochs=10, teacher_epochs=5)
+config = pipeline.PipelineConfig.classic(epochs=10, teacher_epochs=5)
 if QUICK:
-    config = pipeline.PipelineConfig(epochs=1, teacher_epochs=1, train_samples=3000, test_samples=1000)
+    config = pipeline.PipelineConfig.classic(epochs=1, teacher_epochs=1, train_samples=3000, test_samples=1000)
 (x_train, y_train), (x_test, y_test) = pipeline.prepare_data(config)
 teacher, _, _ = pipeline.get_teacher(config, x_train, y_train)'''),
         new_markdown_cell("## Finding layer names\nTaps address layers by name (a path such as "
@@ -206,9 +206,9 @@ import numpy as np
 from keras_distill import export, pipeline, pruning
 from keras_distill.report import format_artifact_table, measure_artifact
 
-config = pipeline.PipelineConfig(epochs=10, teacher_epochs=5, prune_epochs=2, qat_epochs=1)
+config = pipeline.PipelineConfig.classic(epochs=10, teacher_epochs=5, prune_epochs=2, qat_epochs=1)
 if QUICK:
-    config = pipeline.PipelineConfig(epochs=1, teacher_epochs=1, prune_epochs=1, qat_epochs=1,
+    config = pipeline.PipelineConfig.classic(epochs=1, teacher_epochs=1, prune_epochs=1, qat_epochs=1,
                                      train_samples=3000, test_samples=1000)
 (x_train, y_train), (x_test, y_test) = pipeline.prepare_data(config)
 teacher, _, _ = pipeline.get_teacher(config, x_train, y_train)
