@@ -68,7 +68,8 @@ def run_seed(config, log):
     return {"seed": config.seed, "total_seconds": round(time.perf_counter() - start, 1),
             "settings": {k: getattr(config, k) for k in SETTINGS},
             "rows": results["rows"], "artifacts": results["artifacts"],
-            "date": time.strftime("%Y-%m-%d %H:%M")}
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "load_average_1_5_15": [round(v, 1) for v in os.getloadavg()]}
 
 
 def summarise(records, config):
@@ -113,8 +114,8 @@ def summarise(records, config):
            else "all 60,000 training images") + " of Fashion-MNIST, 10,000 test images.",
         "",
         "| seed | scratch | distilled | gain | 50% sparse | sparse + QAT | "
-        "int8 file (sparse, QAT) | main job (s) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        "int8 file (sparse, QAT) | main job (s) | load (1, 5, 15 min) at its end |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for record, s, d in zip(records, scratch, distilled):
         rows = {r["name"]: r for r in record["rows"]}
         sparse = [v for k, v in rows.items() if "sparse)" in k]
@@ -124,7 +125,8 @@ def summarise(records, config):
         lines.append(
             f"| {record['seed']} | {s:.2f}% | {d:.2f}% | {d - s:+.2f} | "
             f"{cell(sparse[0] if sparse else None)} | {cell(qat)} | "
-            f"{cell(int8[0] if int8 else None)} | {record['total_seconds']:.0f} |")
+            f"{cell(int8[0] if int8 else None)} | {record['total_seconds']:.0f} | "
+            + ", ".join(str(v) for v in record.get("load_average_1_5_15", [])) + " |")
     lines += ["", f"Gain of the distilled student over scratch: **{gain_mean:+.2f} points**, "
               + (f"95% CI [{ci[0]:+.2f}, {ci[1]:+.2f}]" if len(gains) > 1 else
                  "one seed, no interval")
