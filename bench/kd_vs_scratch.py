@@ -58,13 +58,19 @@ def _row(results, name):
     return next(r for r in results["rows"] if r["name"] == name)
 
 
-def run_seed(config, log):
-    """One main job; returns the record the benchmark keeps of it."""
+def run_seed(config, log, keep=None):
+    """One main job; returns the record the benchmark keeps of it (and, with
+    ``keep``, writes its report there: results.json/.md, the plot)."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         results = pipeline.run_pipeline(
             dataclasses.replace(config, output_dir=folder if config.export else None),
             log=log)
+    if keep:
+        from keras_distill.report import write_report
+
+        results["total_seconds"] = time.perf_counter() - start
+        write_report(results, os.path.join(keep, f"seed{config.seed}"))
     return {"seed": config.seed, "total_seconds": round(time.perf_counter() - start, 1),
             "settings": {k: getattr(config, k) for k in SETTINGS},
             "rows": results["rows"], "artifacts": results["artifacts"],
@@ -128,9 +134,9 @@ def summarise(records, config):
             f"{cell(int8[0] if int8 else None)} | {record['total_seconds']:.0f} | "
             + ", ".join(str(v) for v in record.get("load_average_1_5_15", [])) + " |")
     lines += ["", f"Gain of the distilled student over scratch: **{gain_mean:+.2f} points**, "
-              + (f"95% CI [{ci[0]:+.2f}, {ci[1]:+.2f}]" if len(gains) > 1 else
-                 "one seed, no interval")
-              + f" over {len(gains)} paired seeds (scratch {summary['scratch_mean']:.2f}%, "
+              + (f"95% CI [{ci[0]:+.2f}, {ci[1]:+.2f}] over {len(gains)} paired seeds"
+                 if len(gains) > 1 else "one seed (no interval)")
+              + f" (scratch {summary['scratch_mean']:.2f}%, "
               f"distilled {summary['distilled_mean']:.2f}%)."]
     cold = [r for r in records if not _row(r, "teacher").get("cached")]
     if cold:
@@ -151,6 +157,8 @@ def main(argv=None):
         parser.add_argument(f"--{flag}", type=kind)
     parser.add_argument("--no-compress", action="store_true")
     parser.add_argument("--cache-dir")
+    parser.add_argument("--keep", help="write each run's report (results.md/.json, "
+                        "accuracy_vs_size.png) to KEEP/seed<N>/")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__),
                                                       "results", "kd_vs_scratch"))
     args = parser.parse_args(argv)
@@ -181,7 +189,7 @@ def main(argv=None):
             log(f"seed {seed}: done before ({runs_path})")
             continue
         log(f"seed {seed}: the main job ({recipe_name(config)})")
-        record = run_seed(dataclasses.replace(config, seed=seed), log)
+        record = run_seed(dataclasses.replace(config, seed=seed), log, args.keep)
         with open(runs_path, "a") as handle:
             handle.write(json.dumps(record, default=str) + "\n")
         done[seed] = record
