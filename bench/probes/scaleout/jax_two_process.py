@@ -34,31 +34,23 @@ Each process writes <tmp>/keras_distill_scaleout/jax_<case>_<role><pid>.json.
 import argparse
 import json
 import os
-import tempfile
 import subprocess
 import sys
 import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.join(tempfile.gettempdir(), "keras_distill_scaleout")
+sys.path.insert(0, HERE)
+from _common import (CLASSES, FEATURES, GLOBAL_BATCH, OUT,  # noqa: E402
+                     deterministic_weights, make_data)
+from _common import load as _load  # noqa: E402
 PY = sys.executable
 
-N, FEATURES, CLASSES = 256, 8, 3
-GLOBAL_BATCH = 32
 EPOCHS = 2
 NPROC = 2
 
 
 # ------------------------------------------------------------------ data
-def make_data():
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(N, FEATURES)).astype("float32")
-    w = rng.normal(size=(FEATURES, CLASSES)).astype("float32")
-    y = np.argmax(x @ w + 0.5 * rng.normal(size=(N, CLASSES)), axis=1)
-    return x, y.astype("int32")
 
 
 def process_slice(a, pid, nproc=NPROC, batch=GLOBAL_BATCH):
@@ -71,12 +63,6 @@ def process_slice(a, pid, nproc=NPROC, batch=GLOBAL_BATCH):
         (steps * local,) + a.shape[2:])
 
 
-def deterministic_weights(model, seed):
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    return [(0.5 * rng.normal(size=w.shape)).astype("float32")
-            for w in model.get_weights()]
 
 
 def build_models(keras):
@@ -297,13 +283,6 @@ def child(args, timeout):
                             stderr=subprocess.STDOUT, text=True)
 
 
-def load(case, tag):
-    path = os.path.join(OUT, f"jax_{case}_{tag}.json")
-    if not os.path.exists(path):
-        return {"error": {"type": "NoOutput", "first_lines":
-                          "process wrote no result (killed or hung)"}}
-    with open(path) as f:
-        return json.load(f)
 
 
 def launch(cases, port):
@@ -394,5 +373,10 @@ def main():
         run(args.role, args.case, args.pid, args.port)
 
 
+def load(case, tag):
+    return _load('jax', case, tag)
+
+
 if __name__ == "__main__":
     main()
+

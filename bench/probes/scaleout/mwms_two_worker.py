@@ -30,7 +30,6 @@ Results: <tmp>/keras_distill_scaleout/mwms_<case>_<role><index>[_phase].json, su
 import argparse
 import json
 import os
-import tempfile
 import shutil
 import signal
 import subprocess
@@ -39,11 +38,12 @@ import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.join(tempfile.gettempdir(), "keras_distill_scaleout")
+sys.path.insert(0, HERE)
+from _common import (CLASSES, FEATURES, GLOBAL_BATCH, OUT,  # noqa: E402
+                     deterministic_weights, make_data)
+from _common import load as _load  # noqa: E402
 PY = sys.executable
 
-N, FEATURES, CLASSES = 256, 8, 3
-GLOBAL_BATCH = 32
 NWORKERS = 2
 
 
@@ -52,22 +52,8 @@ def epochs_for(case):
 
 
 # ------------------------------------------------------------------ data
-def make_data():
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(N, FEATURES)).astype("float32")
-    w = rng.normal(size=(FEATURES, CLASSES)).astype("float32")
-    y = np.argmax(x @ w + 0.5 * rng.normal(size=(N, CLASSES)), axis=1)
-    return x, y.astype("int32")
 
 
-def deterministic_weights(model, seed):
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    return [(0.5 * rng.normal(size=w.shape)).astype("float32")
-            for w in model.get_weights()]
 
 
 def make_teacher(tf_keras):
@@ -253,13 +239,6 @@ def child(args, timeout, log):
                             start_new_session=True)
 
 
-def load(case, tag):
-    path = os.path.join(OUT, f"mwms_{case}_{tag}.json")
-    if not os.path.exists(path):
-        return {"error": {"type": "NoOutput", "first_lines":
-                          "process wrote no result (killed or hung)"}}
-    with open(path) as f:
-        return json.load(f)
 
 
 def compare(res, ref, offset=0):
@@ -419,5 +398,10 @@ def main():
             [int(p) for p in args.ports.split(",")], args.phase)
 
 
+def load(case, tag):
+    return _load('mwms', case, tag)
+
+
 if __name__ == "__main__":
     main()
+
