@@ -41,9 +41,9 @@ from recipes import ci95  # noqa: E402
 
 SETTINGS = ("epochs", "teacher_epochs", "teacher", "student", "method", "alpha",
             "temperature", "learning_rate", "schedule", "augment_teacher",
-            "teacher_policy", "finetune_learning_rate", "batch_size", "train_samples",
-            "test_samples", "compress", "export", "sparsity", "prune_epochs",
-            "qat_epochs")
+            "teacher_policy", "finetune_learning_rate", "finetune_alpha", "batch_size",
+            "train_samples", "test_samples", "compress", "export", "sparsity",
+            "prune_epochs", "qat_epochs")
 
 
 def recipe_name(config):

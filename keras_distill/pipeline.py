@@ -67,7 +67,11 @@ class PipelineConfig:
     schedule: str = "cosine"
     augment_teacher: bool = True
     teacher_policy: str = "mixed_bfloat16"
-    finetune_learning_rate: float = 1e-4  # pruning and QAT
+    # Pruning and QAT distil with the main method but give the hard labels
+    # weight: a DIST student (alpha 0) keeps small logits and loses about 2
+    # points to 50% pruning at 1e-4 without them (bench/results/sweeps/README.md).
+    finetune_learning_rate: float = 1e-3
+    finetune_alpha: float = 0.5
     train_samples: int = 0  # 0: all 60000
     test_samples: int = 0  # 0: all 10000
     data_dir: str = None
@@ -96,7 +100,7 @@ class PipelineConfig:
         settings = dict(epochs=10, teacher_epochs=5, teacher="vgg", method="kd",
                         alpha=0.5, temperature=2.0, learning_rate=1e-3,
                         schedule="constant", augment_teacher=False,
-                        teacher_policy="float32", finetune_learning_rate=1e-3)
+                        teacher_policy="float32")
         settings.update(overrides)
         return cls(**settings)
 
@@ -129,8 +133,9 @@ class PipelineConfig:
                 raise ValueError(f"`{name}` must be one of {allowed}, got "
                                  f"{getattr(self, name)!r}.")
         logits, _ = parse_method(self.method, self.student)
-        if not (0.0 <= self.alpha <= 1.0):
-            raise ValueError(f"`alpha` must be in [0, 1], got {self.alpha!r}.")
+        for name in ("alpha", "finetune_alpha"):
+            if not (0.0 <= getattr(self, name) <= 1.0):
+                raise ValueError(f"`{name}` must be in [0, 1], got {getattr(self, name)!r}.")
         if logits is None and self.alpha == 0:
             raise ValueError(
                 f"`method`={self.method!r} has no logits term and `alpha` is 0: nothing "
@@ -411,7 +416,7 @@ def _distil_tf_keras(config, student, teacher, x, y, epochs):
         optimizer=tf_keras.optimizers.Adam(config.finetune_learning_rate),
         student_loss_fn=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         distillation_loss_fn=_logits_term(parse_method(config.method)[0]),
-        alpha=config.alpha, temperature=config.temperature)
+        alpha=config.finetune_alpha, temperature=config.temperature)
     start = time.perf_counter()
     # The Distiller adds TFMOT's pruning-step callback for a pruned student.
     distiller.fit(x, y, batch_size=config.batch_size, epochs=epochs,
@@ -513,7 +518,8 @@ def run_pipeline(config, log=print):
     if config.compress:
         from keras_distill import pruning
 
-        log(f"prune: {100 * config.sparsity:.0f}% sparsity while distilling, "
+        log(f"prune: {100 * config.sparsity:.0f}% sparsity while distilling "
+            f"(alpha={config.finetune_alpha}, learning rate {config.finetune_learning_rate:g}), "
             f"{config.prune_epochs} epochs")
         sparse, seconds = prune_distilled(config, distilled, teacher, x, y)
         rows.append({"name": f"student (distilled, {100 * config.sparsity:.0f}% sparse)",
