@@ -45,6 +45,10 @@ SETTINGS = ("epochs", "teacher_epochs", "teacher", "student", "method", "alpha",
             "train_samples", "test_samples", "compress", "export", "sparsity",
             "prune_epochs", "qat_epochs")
 
+# PipelineConfig settings a flag of the same name (with dashes) overrides.
+OVERRIDES = (("epochs", int), ("teacher_epochs", int), ("train_samples", int),
+             ("method", str), ("alpha", float), ("temperature", float))
+
 
 def recipe_name(config):
     """One line naming the recipe, e.g. for the summary's ``recipe``."""
@@ -152,9 +156,8 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--classic", action="store_true",
                         help="PipelineConfig.classic() instead of the default")
-    for flag, kind in (("epochs", int), ("teacher-epochs", int), ("train-samples", int),
-                       ("method", str), ("alpha", float), ("temperature", float)):
-        parser.add_argument(f"--{flag}", type=kind)
+    for name, kind in OVERRIDES:
+        parser.add_argument("--" + name.replace("_", "-"), type=kind)
     parser.add_argument("--no-compress", action="store_true")
     parser.add_argument("--cache-dir")
     parser.add_argument("--keep", help="write each run's report (results.md/.json, "
@@ -163,9 +166,8 @@ def main(argv=None):
                                                       "results", "kd_vs_scratch"))
     args = parser.parse_args(argv)
     config = pipeline.PipelineConfig.classic() if args.classic else pipeline.PipelineConfig()
-    overrides = {k: v for k, v in vars(args).items()
-                 if k in ("epochs", "teacher_epochs", "train_samples", "method", "alpha",
-                          "temperature") and v is not None}
+    overrides = {name: getattr(args, name) for name, _ in OVERRIDES
+                 if getattr(args, name) is not None}
     config = dataclasses.replace(config, allow_download=False, cache_dir=args.cache_dir,
                                  compress=not args.no_compress, verbose=0, **overrides)
     config.validate()

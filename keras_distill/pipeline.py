@@ -236,14 +236,12 @@ def _ce():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def _optimizer(config, n_train, epochs=None):
-    """Adam at ``config.learning_rate``, decayed to 0 over the run (cosine)
-    when ``config.schedule == "cosine"``."""
-    rate = config.learning_rate
-    if config.schedule == "cosine":
-        steps = (epochs or config.epochs) * -(-n_train // config.batch_size)
-        rate = keras.optimizers.schedules.CosineDecay(rate, steps)
-    return keras.optimizers.Adam(rate)
+def _optimizer(config, n_train):
+    """Adam at ``config.learning_rate``, decayed to 0 over the students'
+    epochs (cosine) when ``config.schedule == "cosine"``."""
+    from keras_distill.jobs.stages import optimizer
+
+    return optimizer(config, config.epochs * -(-n_train // config.batch_size))
 
 
 def _logits_term(logits):

@@ -83,7 +83,8 @@ def teacher_cache_entry(config, x, y):
     """Where the cached teacher for these settings and this data lives.
 
     The key covers the architecture, seed, epochs, batch size, training recipe
-    (`teacher_recipe`), Keras version and the training data itself (`data_fingerprint`), so any change retrains.
+    (`teacher_recipe`), Keras version and the training data itself
+    (`data_fingerprint`), so any change retrains.
     The metadata, written beside the weights after them, is checked on load.
 
     Returns:
@@ -276,6 +277,8 @@ def train_teacher(config, x, y):
     """
     import tensorflow as tf
 
+    from keras_distill.jobs.stages import optimizer
+
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(config.teacher_policy)
     try:
@@ -284,10 +287,7 @@ def train_teacher(config, x, y):
         whole = config.augment_teacher and len(x) >= config.batch_size  # drop_remainder
         steps = config.teacher_epochs * (len(x) // config.batch_size if whole
                                          else -(-len(x) // config.batch_size))
-        rate = config.learning_rate
-        if config.schedule == "cosine":
-            rate = keras.optimizers.schedules.CosineDecay(rate, steps)
-        model.compile(optimizer=keras.optimizers.Adam(rate),
+        model.compile(optimizer=optimizer(config, steps),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         start = time.perf_counter()
         if config.augment_teacher:
