@@ -259,8 +259,8 @@ def train_teacher(config, x, y):
     shuffled per epoch, each batch augmented with a random horizontal flip
     and a shift of up to 2 pixels when ``config.augment_teacher`` (the views
     the student will be asked about are of the same kind), under the Keras
-    dtype policy ``config.teacher_policy`` (``"mixed_bfloat16"``: about 1.5x
-    faster on CPUs with bfloat16 units; the weights stay float32). The
+    dtype policy ``config.teacher_policy`` (``"mixed_bfloat16"``: faster on
+    CPUs with bfloat16 units; the weights stay float32). The
     global dtype policy is restored afterwards, and the teacher returned is
     a float32 build holding the trained weights.
 
