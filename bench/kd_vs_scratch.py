@@ -178,8 +178,13 @@ def main(argv=None):
     done = {}
     if os.path.exists(runs_path):
         with open(runs_path) as handle:
-            for line in handle:
-                record = json.loads(line)
+            for number, line in enumerate(handle, 1):
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by a killed run
+                    print(f"{runs_path}:{number}: not a whole record, ignored "
+                          "(its seed runs again)", flush=True)
+                    continue
                 if record["settings"] == settings:
                     done[record["seed"]] = record
 
@@ -192,8 +197,14 @@ def main(argv=None):
             continue
         log(f"seed {seed}: the main job ({recipe_name(config)})")
         record = run_seed(dataclasses.replace(config, seed=seed), log, args.keep)
-        with open(runs_path, "a") as handle:
-            handle.write(json.dumps(record, default=str) + "\n")
+        with open(runs_path, "a+b") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell():  # after a line cut short by a killed run: a line of its own
+                handle.seek(-1, os.SEEK_END)
+                cut = handle.read(1) != b"\n"
+                handle.seek(0, os.SEEK_END)
+                handle.write(b"\n" * cut)
+            handle.write((json.dumps(record, default=str) + "\n").encode())
         done[seed] = record
         log(f"seed {seed}: " + ", ".join(
             f"{r['name']} {100 * r['test_accuracy']:.2f}%" for r in record["rows"]))
