@@ -35,9 +35,9 @@ JAX_TESTS := tests/test_distiller.py tests/test_teacher_cache.py \
 	tests/test_features.py tests/test_taps.py tests/test_losses.py \
 	tests/test_feature_losses.py tests/test_backends.py tests/test_readme.py \
 	tests/test_reliability_fit.py tests/test_reliability_terms.py tests/test_views.py tests/test_views_fit.py \
-	tests/test_modern_logit_losses.py \
+	tests/test_modern_logit_losses.py tests/test_disk_cache.py \
 	keras_distill/terms keras_distill/losses keras_distill/objective.py \
-	keras_distill/cache.py keras_distill/distiller.py keras_distill/core.py \
+	keras_distill/cache.py keras_distill/disk_cache.py keras_distill/distiller.py keras_distill/core.py \
 	keras_distill/feature_distiller.py keras_distill/pairs.py keras_distill/taps.py \
 	keras_distill/ensemble.py keras_distill/nan_guard.py keras_distill/views.py keras_distill/view_cache.py keras_distill/_model_io.py \
 	keras_distill/_fit_checks.py keras_distill/_probes.py keras_distill/_arrays.py

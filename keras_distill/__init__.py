@@ -20,6 +20,7 @@ _SUBMODULES = ("convert", "export", "losses", "pruning", "quantization", "terms"
 _NAMES = {
     "to_tf_keras": "convert",
     "DecoupledKD": "distiller",
+    "DiskCache": "disk_cache",
     "Distiller": "distiller",
     "MultiTeacherDistiller": "ensemble",
     "teacher_ensemble": "ensemble",
@@ -36,6 +37,7 @@ _NAMES = {
 __all__ = [
     "Distiller",
     "DecoupledKD",
+    "DiskCache",
     "losses",
     "terms",
     "convert",

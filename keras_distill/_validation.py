@@ -321,3 +321,35 @@ def check_teacher_not_trained(student, teacher):
             "on that layer before compiling) or distil from a separate copy "
             "(keras.models.clone_model and set_weights)."
         )
+
+
+def resolve_loss(keras_module, fn, argument):
+    """A loss argument as a callable: ``None`` stays ``None``, a name is
+    looked up in ``keras_module.losses``, anything else must be callable.
+
+    Example:
+    >>> import keras
+    >>> type(resolve_loss(keras, "mse", "student_loss_fn")).__name__
+    'function'
+    >>> resolve_loss(keras, "no_such_loss", "student_loss_fn")
+    Traceback (most recent call last):
+    ...
+    ValueError: `student_loss_fn`='no_such_loss' is not a Keras loss name. ...
+    """
+    if fn is None:
+        return None
+    if isinstance(fn, str):
+        try:
+            return keras_module.losses.get(fn)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                f"`{argument}`={fn!r} is not a Keras loss name. Pass a "
+                "loss instance such as keras.losses."
+                "SparseCategoricalCrossentropy(from_logits=True)."
+            ) from error
+    if not callable(fn):
+        raise TypeError(
+            f"`{argument}` must be a callable `fn(y_true, y_pred)` or a "
+            f"Keras loss, got {type(fn).__name__}."
+        )
+    return fn

@@ -15,7 +15,7 @@ True
 
 import keras
 
-from keras_distill import _compat, _fit_checks, _fit_hooks, cache, terms
+from keras_distill import _compat, _fit_checks, _fit_hooks, cache, disk_cache, terms
 from keras_distill import view_cache as views_module
 from keras_distill.nan_guard import with_nan_guard
 from keras_distill import _distribute
@@ -26,6 +26,7 @@ from keras_distill._model_io import (  # noqa: F401 - re-exported
 )
 from keras_distill._validation import check_alpha, check_bool, check_temperature
 from keras_distill._validation import (
+    resolve_loss,
     check_callable,
     check_compile_flavour,
     check_teacher_not_trained,
@@ -222,7 +223,8 @@ class DistillerCore:
         alpha = check_alpha(alpha)
         temperature = check_temperature(temperature, "temperature")
         check_compile_flavour(self._flavour, optimizer, metrics)
-        student_loss_fn = self._resolve_loss(student_loss_fn, "student_loss_fn")
+        student_loss_fn = resolve_loss(self._keras(), student_loss_fn,
+                                       "student_loss_fn")
         if student_loss_fn is not None and not terms.is_loss_object(
                 student_loss_fn):
             check_callable(student_loss_fn, "student_loss_fn", 2)
@@ -262,25 +264,6 @@ class DistillerCore:
     def _objective_options(self):
         """Extra `Objective` arguments (feature distillers add theirs)."""
         return {}
-
-    def _resolve_loss(self, fn, argument):
-        if fn is None:
-            return None
-        if isinstance(fn, str):
-            try:
-                return self._keras().losses.get(fn)
-            except (ValueError, TypeError) as error:
-                raise ValueError(
-                    f"`{argument}`={fn!r} is not a Keras loss name. Pass a "
-                    "loss instance such as keras.losses."
-                    "SparseCategoricalCrossentropy(from_logits=True)."
-                ) from error
-        if not callable(fn):
-            raise TypeError(
-                f"`{argument}` must be a callable `fn(y_true, y_pred)` or a "
-                f"Keras loss, got {type(fn).__name__}."
-            )
-        return fn
 
     def _require_compiled(self):
         if self._objective is None:
@@ -409,11 +392,16 @@ class DistillerCore:
         ``tf.data`` pipeline may change its inputs every epoch; use
         ``augmentation`` for random views). The cache's size is printed
         before it is built and checked against ``cache_budget``;
-        ``distiller.teacher_cache_info`` tells it afterwards.
+        ``distiller.teacher_cache_info`` tells it afterwards. Data larger
+        than memory: ``cache_teacher=directory`` (or a
+        `keras_distill.disk_cache.DiskCache`) writes the outputs for a
+        ``tf.data.Dataset`` in a fixed order to disk once and streams them
+        back every epoch, shuffled with their inputs in a bounded buffer.
 
         Args:
             x, y: As for ``Model.fit``.
-            cache_teacher: Run the teacher once and cache its outputs.
+            cache_teacher: Run the teacher once and cache its outputs:
+                ``True`` in memory, a directory or ``DiskCache`` on disk.
             cache_dtype: ``"float32"`` or ``"float16"``.
             cache_budget: The most bytes the cache may take (default
                 ``cache.DEFAULT_BUDGET``, 2 GiB); a larger cache is refused
@@ -430,7 +418,8 @@ class DistillerCore:
                 Xing 2022) and every step replays one of them.
             views: K, the views cached per sample (default 8).
             top_k: Cache only the ``top_k`` largest teacher logits per view
-                (see `keras_distill.views.build_view_cache`).
+                (see `keras_distill.views.build_view_cache`) or, on disk,
+                per sample.
             *args, **kwargs: As for ``Model.fit``.
 
         Returns:
@@ -452,10 +441,14 @@ class DistillerCore:
         """
         kwargs = _fit_checks.bind(args, kwargs, "fit")
         self._require_compiled()
-        check_bool(cache_teacher, "cache_teacher")
+        disk = disk_cache.resolve(cache_teacher, cache_dtype, top_k, views)
         cache.check_dtype(cache_dtype)
         cache.check_budget(cache_budget)
-        if cache_teacher:
+        if disk is not None:
+            disk_cache.check_dataset(x, y)
+            # The disk cache's, not the in-memory view cache's.
+            cache_teacher, top_k, views = False, None, None
+        elif cache_teacher:
             cache.check_arrays(cache.inputs_of(x))
         _fit_checks.check_fit_arguments(kwargs)
         inputs = cache.inputs_of(x)
@@ -466,15 +459,18 @@ class DistillerCore:
             kwargs["validation_data"] = _fit_checks.check_validation(
                 self, kwargs["validation_data"])
         _fit_checks.check_student(self.student)
+        verbose = kwargs.get("verbose", "auto") != 0
         x = views_module.prepare_fit(
             self, x, augmentation, views, top_k, cache_teacher, cache_dtype,
-            cache_budget, kwargs.get("batch_size"),
-            kwargs.get("verbose", "auto") != 0)
-        if cache_teacher and augmentation is None:
+            cache_budget, kwargs.get("batch_size"), verbose)
+        if disk is not None:
+            x = disk_cache.prepare_fit(self, x, disk,
+                                       kwargs.get("shuffle", True), verbose)
+            kwargs["shuffle"] = False  # the stream shuffles itself
+        elif cache_teacher and augmentation is None:
             teacher_cache = self.teacher_cache(
                 x, cache_dtype, kwargs.get("batch_size") or 256,
-                cache_budget=cache_budget,
-                verbose=kwargs.get("verbose", "auto") != 0)
+                cache_budget=cache_budget, verbose=verbose)
             self.teacher_cache_info = teacher_cache.info
             x = teacher_cache.pack(x)
         callbacks = list(kwargs.get("callbacks") or [])

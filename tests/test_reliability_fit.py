@@ -9,6 +9,8 @@ only finite states. Both Keras flavours; the ``keras`` cases also run under
 
 import warnings
 
+import os
+
 import numpy as np
 import pytest
 
@@ -530,8 +532,12 @@ def test_epochs_not_above_initial_epoch_raise_naming_both():
 
 def test_cache_teacher_must_be_true_or_false():
     x, y = data(16)
-    with pytest.raises(TypeError, match="`cache_teacher` must be True or False"):
+    with pytest.raises(TypeError, match="`cache_teacher` must be True/False"):
+        distiller("keras").fit(x, y, epochs=1, verbose=0, cache_teacher=1)
+    # A string is a directory for a disk cache, which streams tf.data only.
+    with pytest.raises(TypeError, match="disk cache .* streams a tf.data.Dataset"):
         distiller("keras").fit(x, y, epochs=1, verbose=0, cache_teacher="yes")
+    assert not os.path.exists("yes")
 
 
 def test_unknown_cache_dtype_raises_naming_it():
