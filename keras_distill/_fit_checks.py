@@ -8,6 +8,8 @@ where they start (`check_data`, `check_validation`, and the argument
 checks ``fit`` calls) and holds the checks of what was passed:
 
 - the arguments: ``batch_size``, ``epochs`` (and ``initial_epoch``);
+- the kind of data: under a multi-process ``keras.distribution`` that
+  shards the data, a ``tf.data.Dataset`` (`_distribute.check_data`);
 - the data: ``x`` missing or without samples, ``x``/``y``/
   ``sample_weight`` of different lengths, NaN or inf in ``x`` or ``y``;
 - the labels of the first batch (up to `PROBE_ROWS` samples, of ``x`` and
@@ -39,6 +41,7 @@ import types
 import keras
 import numpy as np
 
+from keras_distill import _distribute
 from keras_distill._arrays import (in_memory, leaves, map_arrays, samples,
                                    shapes, to_numpy)
 from keras_distill._probes import (input_shape, probe_student, probe_teacher,
@@ -366,6 +369,7 @@ def check_data(distiller, x, y, sample_weight, training, argument="x"):
     """
     names = ((argument, "y", "sample_weight") if argument == "x"
              else (argument,) * 3)
+    _distribute.check_data(x, argument)
     check_lengths(x, y, sample_weight, names)
     check_finite(x, names[0])
     check_finite(y, names[1])

@@ -45,6 +45,20 @@ functions, never the private attributes. (TFMOT and LiteRT privates, in
   topological order and returns the outputs packed like ``model.outputs``;
   ``tests/test_convert.py`` covers residual, nested and shared graphs.
 
+- `untrack(owner, layer)` uses ``owner._tracker.untrack(layer)`` (Keras 3
+  ``keras.src.utils.tracking.Tracker``).
+
+  Why private: ``del owner.attribute`` on a Keras 3 layer does not drop the
+  layer it held from ``owner.variables``, where the JAX trainer takes its
+  state from; no public method untracks. Used by
+  `keras_distill._distribute.prepare` when a teacher is swapped for its copy
+  under a ``keras.distribution`` (the old teacher's variables would still
+  be part of the training state).
+
+  On a Keras upgrade check: that ``Layer._tracker`` still exists with
+  ``untrack``; ``tests/test_multiprocess_jax.py`` (a teacher built before
+  ``set_distribution``) fails at the first step otherwise.
+
 Example:
 >>> import keras
 >>> inner = keras.layers.Dense(2, name="inner")
@@ -108,3 +122,23 @@ def run_through_graph(model, inputs, operation_fn, call_fn):
     return model._run_through_graph(
         inputs, operation_fn=operation_fn, call_fn=call_fn
     )
+
+
+def untrack(owner, layer):
+    """Drops ``layer`` from what the Keras 3 layer ``owner`` tracks, by
+    ``owner._tracker.untrack``; nothing for owners without a tracker.
+
+    Example:
+    >>> import keras
+    >>> owner = keras.layers.Layer()
+    >>> owner.inner = keras.layers.Dense(1)
+    >>> owner.inner.build((None, 2))
+    >>> old = owner.inner
+    >>> del owner.inner
+    >>> untrack(owner, old)
+    >>> len(owner.variables)
+    0
+    """
+    tracker = getattr(owner, "_tracker", None)
+    if tracker is not None and hasattr(tracker, "untrack"):
+        tracker.untrack(layer)

@@ -306,10 +306,9 @@ class DistillerCore:
         return keras.ops.stop_gradient(out), {}
 
     def _teacher_predict(self, x, batch_size):
-        """The teacher over a whole array (for the cache), as numpy:
-        ``(outputs, {feature key: array})``."""
-        teacher = self._inference_teacher.model
-        out = teacher.predict(x, batch_size=batch_size, verbose=0)
+        """The teacher over a whole array (for the cache), as numpy: ``(outputs, {feature key:
+        array})``; per process (its own ``x``) under a multi-process keras.distribution."""
+        out = _distribute.predict(self._inference_teacher.model, x, batch_size)
         return single_tensor(out, "teacher"), {}
 
     def _extra_trainable_weights(self):

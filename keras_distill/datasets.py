@@ -11,6 +11,10 @@ Looked up in this order:
    (needs internet).
 
 The files may be gzipped (``*-ubyte.gz``) or not (``*-ubyte``).
+
+`process_slice` cuts in-memory data for multi-process training (Keras 3
+``keras.distribution`` with ``auto_shard_dataset=False``): each process
+gets its share of every global batch.
 """
 
 import gzip
@@ -230,3 +234,140 @@ def load_fashion_mnist(path=None, allow_download=True):
             f"Fashion-MNIST was not found in {searched}, and downloading it "
             f"failed ({type(error).__name__}: {error}). " + _HOW_TO_GET_IT
         ) from error
+
+
+def _whole(value, argument):
+    """``value`` as a non-negative or positive int, else a ``ValueError``."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(
+            f"`{argument}` must be an integer, got {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    return int(value)
+
+
+def _process_defaults(process_id, num_processes):
+    if process_id is not None and num_processes is not None:
+        return process_id, num_processes
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        found = jax.process_index(), jax.process_count()
+    else:  # keras.distribution spans processes on JAX only
+        found = 0, 1
+    return (found[0] if process_id is None else process_id,
+            found[1] if num_processes is None else num_processes)
+
+
+def process_slice(arrays, global_batch_size, process_id=None,
+                  num_processes=None):
+    """This process's share of every global batch of in-memory data.
+
+    For multi-process data-parallel training with Keras 3's
+    ``keras.distribution`` (JAX) and ``auto_shard_dataset=False``, where
+    each process must feed its own part of each global batch: with ``G =
+    global_batch_size`` and ``P = num_processes``, process ``i`` gets rows
+    ``k*G + i*G/P`` to ``k*G + (i+1)*G/P - 1`` of every batch ``k``, in
+    order. Fit each process on its share with ``batch_size=G // P`` (the
+    global batch divided by the processes) and ``shuffle=False`` to
+    reproduce a one-process run on batches of ``G`` exactly (with
+    ``shuffle=True`` each process shuffles its own share). A contiguous
+    half of the arrays would not give the same global batches. A last,
+    partial global batch is split the same way.
+
+    With a ``tf.data.Dataset`` none of this is needed: batch it by the
+    global batch and keep ``auto_shard_dataset=True``.
+
+    Args:
+        arrays: An array, or a tuple/list/dict of arrays of one length
+            (e.g. ``(x, y)``).
+        global_batch_size: The batch size of a one-process run, summed
+            over the processes; divisible by ``num_processes``.
+        process_id: This process's index, ``0 <= process_id <
+            num_processes``; by default ``jax.process_index()`` on JAX
+            (after ``keras.distribution.initialize``), else 0.
+        num_processes: The number of processes; by default
+            ``jax.process_count()`` on JAX, else 1.
+
+    Returns:
+        ``arrays``' structure with numpy arrays of this process's rows.
+
+    Raises:
+        ValueError: An argument is not an integer or out of range,
+            ``global_batch_size`` is not divisible by ``num_processes``, the
+            arrays differ in length, or the last partial batch cannot be
+            split evenly; the message names the argument.
+
+    Example:
+    >>> x = np.arange(20).reshape(10, 2)
+    >>> y = np.arange(10)  # global batches 0-3, 4-7 and the last, 8-9
+    >>> xs, ys = process_slice((x, y), global_batch_size=4, process_id=1,
+    ...                        num_processes=2)
+    >>> xs.shape, ys.tolist()  # fit it with batch_size=4 // 2
+    ((5, 2), [2, 3, 6, 7, 9])
+    >>> process_slice(y, 4, process_id=0, num_processes=2).tolist()
+    [0, 1, 4, 5, 8]
+    >>> process_slice(np.arange(8), 3, process_id=0, num_processes=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: `global_batch_size`=3 is not divisible by `num_processes`=2: ...
+    """
+    from keras_distill._arrays import leaves, map_arrays, samples
+
+    process_id, num_processes = _process_defaults(process_id, num_processes)
+    num_processes = _whole(num_processes, "num_processes")
+    process_id = _whole(process_id, "process_id")
+    global_batch_size = _whole(global_batch_size, "global_batch_size")
+    if num_processes < 1:
+        raise ValueError(
+            f"`num_processes` must be at least 1, got {num_processes}.")
+    if not 0 <= process_id < num_processes:
+        raise ValueError(
+            f"`process_id`={process_id} is not in [0, {num_processes}) "
+            f"(`num_processes`={num_processes}): pass this process's index, "
+            "as given to `keras.distribution.initialize`."
+        )
+    if global_batch_size < 1:
+        raise ValueError(
+            f"`global_batch_size` must be a positive integer, got "
+            f"{global_batch_size}.")
+    if global_batch_size % num_processes:
+        raise ValueError(
+            f"`global_batch_size`={global_batch_size} is not divisible by "
+            f"`num_processes`={num_processes}: every process must feed the "
+            "same number of rows per step. Pick a global batch that is a "
+            f"multiple of {num_processes}."
+        )
+    found = leaves(arrays)
+    if not found or any(not hasattr(a, "shape") or not np.ndim(a)
+                        for a in found):
+        raise ValueError(
+            "`arrays` must be an array or a tuple/list/dict of arrays with a "
+            f"leading sample axis, got {type(arrays).__name__}."
+        )
+    n = samples(found[0])
+    lengths = sorted({samples(a) for a in found})
+    if len(lengths) > 1:
+        raise ValueError(
+            f"`arrays` hold different numbers of samples ({lengths}): give "
+            "one entry per sample in every array."
+        )
+    local = global_batch_size // num_processes
+    rest = n % global_batch_size
+    if rest % num_processes:
+        raise ValueError(
+            f"`arrays` hold {n} samples: the last global batch of {rest} "
+            f"cannot be split evenly over {num_processes} processes. Drop "
+            f"or add samples to make the count a multiple of {num_processes}"
+            f" (e.g. arrays[:{n - rest % num_processes}])."
+        )
+    index = np.arange(n - rest).reshape(-1, global_batch_size)[
+        :, process_id * local:(process_id + 1) * local].ravel()
+    share = rest // num_processes
+    index = np.concatenate([index, np.arange(
+        n - rest + process_id * share, n - rest + (process_id + 1) * share)])
+    return map_arrays(lambda a: np.asarray(a)[index], arrays)

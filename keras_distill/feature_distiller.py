@@ -229,6 +229,11 @@ class FeatureCore(DistillerCore):
         return stop(out), {key: stop(value) for key, value in features.items()}
 
     def _teacher_predict(self, x, batch_size):
+        from keras_distill import _distribute
+
+        if _distribute.multi_process():  # this process's own x: a per-process cache
+            return _distribute.local_predict(self.teacher, x, batch_size,
+                                             self._teacher_forward)
         forward = self._teacher_forward
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf

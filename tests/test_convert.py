@@ -331,7 +331,7 @@ def test_private_keras_attributes_only_in_keras_private():
     import re
 
     package = pathlib.Path(__file__).resolve().parents[1] / "keras_distill"
-    private = re.compile(r"_flatten_layers|_run_through_graph")
+    private = re.compile(r"_flatten_layers|_run_through_graph|\b_tracker\b")
     users = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
                    if private.search(p.read_text()))
     assert users == ["_keras_private.py"]
