@@ -13,6 +13,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+
+# The multi-process tests' worker scripts set up their own process
+# (KERAS_BACKEND, TF_CONFIG): never imported by --doctest-modules.
+collect_ignore_glob = ["tests/_*_worker.py"]
 import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")

@@ -25,7 +25,8 @@ import sys
 import time
 import traceback
 
-os.environ["KERAS_BACKEND"] = "jax"
+if __name__ == "__main__":  # never in a process that imports this file
+    os.environ["KERAS_BACKEND"] = "jax"
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 N, FEATURES, CLASSES = 256, 8, 3
