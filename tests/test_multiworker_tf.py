@@ -95,49 +95,33 @@ def _reference(results, outputs):
     return outputs[-1]
 
 
-def test_two_workers_log_the_one_process_losses(tmp_path):
-    """Both workers log the 1-process losses every epoch; the user's teacher,
-    built outside the scope, is replaced by an in-scope copy and untouched;
-    ``cache_teacher=True`` works (the 1-process run uses neither); so does,
-    in a second fit of fresh models, a disk cache (one directory a worker)
-    of a tf.data dataset."""
-    disk = {i: ["--disk-cache", str(tmp_path / f"disk-{i}")] for i in range(2)}
-    results, outputs = _launch(
-        _cluster(tmp_path, "worker", ["--teacher-outside", "--cache-teacher"], extra=disk)
-        + [_process(tmp_path, "single")])
-    reference = _reference(results, outputs)
-    _check_ok(results, outputs)
-    for output in outputs[:2]:
-        assert output["replicas"] == 2
-        assert output["history_epochs"] == list(range(EPOCHS))
-        _assert_losses(output["history"], reference)
-        assert _max_diff(output["student_after_fit"], reference["student_after_fit"]) < 1e-5
-        assert output["teacher_unchanged"]
-        assert output["teacher_swapped"]  # compile cloned it into the scope
-        assert output["teacher_cache_samples"] == 256  # predict all-gathers
-        # The disk cache: written from the whole dataset each worker
-        # iterates (256 samples, one shard), streamed and split by the
-        # strategy (auto-shard policy DATA) into the same global batches.
-        on_disk = output["disk_cache"]
-        assert on_disk["history_epochs"] == list(range(EPOCHS))
-        _assert_losses(on_disk["history"], reference)
-        assert _max_diff(on_disk["student_after_fit"], reference["student_after_fit"]) < 1e-5
-        assert on_disk["teacher_unchanged"]
-        assert (on_disk["teacher_cache_samples"], on_disk["teacher_cache_shards"]) == (256, 1)
-    for index in range(2):
-        assert (tmp_path / f"disk-{index}" / "manifest.json").is_file()
+def _check_worker(output, reference, first_epoch=0):
+    """A worker's fit: the 1-process losses and final weights, the user's
+    teacher (built outside the scope) swapped for an in-scope copy and
+    untouched, ``cache_teacher=True`` over all 256 samples (tf_keras's
+    ``predict`` all-gathers across workers)."""
+    assert output["replicas"] == 2
+    assert output["history_epochs"] == list(range(first_epoch, EPOCHS))
+    _assert_losses(output["history"], reference, first_epoch)
+    assert _max_diff(output["student_after_fit"], reference["student_after_fit"]) < 1e-5
+    assert output["teacher_unchanged"]
+    assert output["teacher_swapped"]
+    assert output["teacher_cache_samples"] == 256
 
 
-def test_backup_and_restore_resumes_after_a_killed_worker(tmp_path):
-    """A worker killed after epoch 1's backup: restarted, both resume at
-    epoch 2 with the uninterrupted losses; the NaN guard keeps the restored
-    state."""
-    backup = ["--backup-dir", str(tmp_path / "backup"), "--teacher-outside"]
+def test_two_workers_match_one_process_and_resume_after_a_kill(tmp_path):
+    """2 workers log the 1-process losses; one is SIGKILLed after epoch 1's
+    backup; restarted, both resume at epoch 2 with the uninterrupted losses
+    and the NaN guard keeps the restored state; then a disk cache (one
+    directory a worker) of a tf.data dataset trains the same 3 epochs.
+    One test: each launch of TensorFlow workers costs ~20 s."""
+    flags = ["--backup-dir", str(tmp_path / "backup"), "--teacher-outside",
+             "--cache-teacher"]
     # Phase 1: worker 1 SIGKILLs itself at the end of epoch 0, after the
     # backup; worker 0 fails in its next collective (or is killed after
     # GRACE). The 1-process reference runs meanwhile.
     results, outputs = _launch(
-        _cluster(tmp_path, "phase1", backup, extra={1: ["--kill-after-first-epoch"]})
+        _cluster(tmp_path, "phase1", flags, extra={1: ["--kill-after-first-epoch"]})
         + [_process(tmp_path, "single")], grace=GRACE)
     reference = _reference(results, outputs)
     killed = outputs[1]
@@ -150,16 +134,14 @@ def test_backup_and_restore_resumes_after_a_killed_worker(tmp_path):
     assert os.listdir(tmp_path / "backup"), "no backup was written"
 
     # Phase 2: both restarted with the same backup_dir resume at epoch 1.
-    results, outputs = _launch(_cluster(tmp_path, "phase2", backup))
+    disk = {i: ["--disk-cache", str(tmp_path / f"disk-{i}")] for i in range(2)}
+    results, outputs = _launch(_cluster(tmp_path, "phase2", flags, extra=disk))
     _check_ok(results, outputs)
     for output in outputs:
-        assert output["history_epochs"] == [1, 2]
+        _check_worker(output, reference, first_epoch=1)
         assert output["epoch_begins"] == [1, 2]
         assert output["iterations_at_train_begin"] == 8
         assert output["optimizer_iterations"] == 24
-        _assert_losses(output["history"], reference, first_epoch=1)
-        assert _max_diff(output["student_after_fit"], reference["student_after_fit"]) < 1e-5
-        assert output["teacher_unchanged"]
         # The NaN guard's first snapshot is of the restored state (the
         # weights at the kill, the optimizer's too), not of fresh weights.
         guard = output["guard_at_train_begin"]
@@ -167,3 +149,14 @@ def test_backup_and_restore_resumes_after_a_killed_worker(tmp_path):
         assert _max_diff(guard["student"], output["student_at_train_begin"]) == 0
         assert _max_diff(guard["student"], killed["student_at_kill"]) <= TOLERANCE
         assert _max_diff(guard["student"], output["student_before_fit"]) > 1e-3
+        # The disk cache: written from the whole dataset each worker
+        # iterates (256 samples, one shard), streamed and split by the
+        # strategy (auto-shard policy DATA) into the same global batches.
+        on_disk = output["disk_cache"]
+        assert on_disk["history_epochs"] == list(range(EPOCHS))
+        _assert_losses(on_disk["history"], reference)
+        assert _max_diff(on_disk["student_after_fit"], reference["student_after_fit"]) < 1e-5
+        assert on_disk["teacher_unchanged"]
+        assert (on_disk["teacher_cache_samples"], on_disk["teacher_cache_shards"]) == (256, 1)
+    for index in range(2):
+        assert (tmp_path / f"disk-{index}" / "manifest.json").is_file()
