@@ -29,7 +29,7 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_mwms_worker.
 EPOCHS = 3
 LOSSES = ("loss", "distillation_loss", "student_loss")
 TOLERANCE = 1e-6
-TIMEOUT = 75  # seconds, for each launch (about 20 s when the machine is idle)
+TIMEOUT = 150  # seconds, for each launch (about 20 s when the machine is idle)
 GRACE = 30  # seconds a worker has to fail by itself once its peer is dead
 
 
