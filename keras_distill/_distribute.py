@@ -32,6 +32,7 @@ False
 """
 
 import sys
+import weakref
 
 import keras
 import numpy as np
@@ -390,7 +391,10 @@ def local_predict(model, x, batch_size, forward=None):
     >>> local_predict(model, np.ones((5, 4), "float32"), batch_size=2).shape
     (5, 2)
     """
+    key = forward  # a bound method compares equal to itself next time
     if forward is None:
+        key = "call"
+
         def forward(batch):
             return model(batch, training=False)
     size = int(np.shape(keras.tree.flatten(x)[0])[0])
@@ -398,17 +402,29 @@ def local_predict(model, x, batch_size, forward=None):
         lambda a, s=start: np.asarray(a[s:s + batch_size]), x)
         for start in range(0, size, batch_size)]
     if keras.backend.backend() == "jax":
-        forward = _on_local_device(model, forward)
+        forward = _on_local_device(model, forward, key)
     outs = [keras.tree.map_structure(keras.ops.convert_to_numpy,
                                      forward(batch)) for batch in batches]
     return keras.tree.map_structure(lambda *parts: np.concatenate(parts),
                                     *outs)
 
 
-def _on_local_device(model, forward):
+# model -> (key, its variables' values, the jitted forward): a disk cache
+# calls `local_predict` once a batch; compile and copy the weights once.
+_LOCAL_FORWARD = weakref.WeakKeyDictionary()
+
+
+def _on_local_device(model, forward, key):
     """``forward`` jitted on this process's first device, reading local
-    copies of ``model``'s variables."""
+    copies of ``model``'s variables; reused while ``key`` and the variables'
+    values (immutable JAX arrays: an assignment makes a new one) stay."""
     import jax
+
+    current = [variable.value for variable in model.variables]
+    cached = _LOCAL_FORWARD.get(model)
+    if cached is not None and cached[0] == key and len(cached[1]) == len(
+            current) and all(a is b for a, b in zip(cached[1], current)):
+        return cached[2]
 
     device = jax.local_devices()[0]
     variables = list(model.variables)
@@ -431,4 +447,9 @@ def _on_local_device(model, forward):
             return forward(batch)
 
     jitted = jax.jit(call)
-    return lambda batch: jitted(values, jax.device_put(batch, device))
+
+    def run(batch):
+        return jitted(values, jax.device_put(batch, device))
+
+    _LOCAL_FORWARD[model] = (key, current, run)
+    return run

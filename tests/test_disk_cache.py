@@ -281,3 +281,24 @@ def test_cached_views_on_disk_replay_the_teachers_view(top_k, tmp_path):
             expected = np.take_along_axis(expected, top, -1)
             outputs = np.take_along_axis(np.asarray(outputs), top, -1)
         np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_local_forward_is_compiled_once_until_the_weights_change():
+    # What a disk cache's pass calls once a batch under a multi-process
+    # keras.distribution (`_distribute.local_predict`): on JAX its jitted
+    # forward and weight copies are reused, and rebuilt when weights change.
+    import keras
+    from keras_distill import _distribute
+
+    if keras.backend.backend() != "jax":
+        pytest.skip("the jitted local forward is JAX's")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    x = np.random.default_rng(0).random((6, 4)).astype("float32")
+    first = _distribute.local_predict(model, x, 4)
+    run = _distribute._LOCAL_FORWARD[model][2]
+    np.testing.assert_allclose(_distribute.local_predict(model, x, 4), first)
+    assert _distribute._LOCAL_FORWARD[model][2] is run
+    model.set_weights([w + 1 for w in model.get_weights()])
+    np.testing.assert_allclose(_distribute.local_predict(model, x, 4),
+                               model.predict(x, verbose=0), rtol=1e-5)
+    assert _distribute._LOCAL_FORWARD[model][2] is not run
