@@ -45,10 +45,10 @@ JAX_TESTS := tests/test_distiller.py tests/test_teacher_cache.py \
 test: test-tf test-jax
 
 test-tf: venv data
-	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -n 2 -q
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -n 2 --dist worksteal -q
 
 test-jax: venv data
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -n 2 -q $(JAX_TESTS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -n 2 --dist worksteal -q $(JAX_TESTS)
 
 bench: venv data
 	$(BIN)/python bench/kd_vs_scratch.py
