@@ -120,21 +120,29 @@ def teacher_in_scope(teacher, strategy, can_clone=True):
     """
     if not outside_scope(teacher, strategy):
         return teacher
-    where = (f"The teacher {teacher.name!r} was built outside the open "
-             f"`{type(strategy).__name__}.scope()`")
+    return _copy_teacher(
+        lambda: _clone(teacher, strategy),
+        f"The teacher {teacher.name!r} was built outside the open "
+        f"`{type(strategy).__name__}.scope()`", "into the scope",
+        _CREATE_INSIDE.format(role="teacher"), can_clone)
+
+
+def _copy_teacher(copy, where, into, advice, can_clone):
+    """``copy()``: a teacher copied where it must live (a strategy's scope,
+    a distribution's devices), or a one-line ``ValueError`` saying
+    ``where`` it was built and ``advice``, when the distiller cannot swap
+    it (``can_clone`` false) or Keras cannot copy it."""
     if not can_clone:
         raise ValueError(
             f"{where}, and this distiller reads its layers directly: "
-            + _CREATE_INSIDE.format(role="teacher") + "."
-        )
+            f"{advice}.")
     try:
-        return _clone(teacher, strategy)
+        return copy()
     except Exception as error:  # noqa: BLE001 - any reason Keras refuses
         raise ValueError(
-            f"{where} and Keras cannot copy it into the scope "
+            f"{where} and Keras cannot copy it {into} "
             f"({type(error).__name__}: {short(error).split('. ')[0][:160]}): "
-            + _CREATE_INSIDE.format(role="teacher") + "."
-        ) from None
+            f"{advice}.") from None
 
 
 def _clone(model, strategy):
@@ -289,24 +297,18 @@ def teacher_on_devices(teacher, distribution, can_clone=True):
         return teacher
     where = (f"The teacher {teacher.name!r} was built before the "
              f"`{type(distribution).__name__}` distribution was set")
-    if not can_clone:
-        raise ValueError(
-            f"{where}, and this distiller reads its layers directly: "
-            + _BUILD_AFTER.format(role="teacher") + "."
-        )
+    advice = _BUILD_AFTER.format(role="teacher")
     map_teachers = getattr(teacher, "map_teachers", None)
-    if map_teachers is not None:  # a teacher ensemble: each teacher
+    if map_teachers is not None and can_clone:  # an ensemble: each teacher
         return map_teachers(lambda t: teacher_on_devices(t, distribution))
-    try:
+
+    def clone():
         copy = keras.models.clone_model(teacher)
         copy.set_weights(teacher.get_weights())
-    except Exception as error:  # noqa: BLE001 - any reason Keras refuses
-        raise ValueError(
-            f"{where} and Keras cannot copy it under the distribution "
-            f"({type(error).__name__}: {short(error).split('. ')[0][:160]}): "
-            + _BUILD_AFTER.format(role="teacher") + "."
-        ) from None
-    return copy
+        return copy
+
+    return _copy_teacher(clone, where, "under the distribution", advice,
+                         can_clone)
 
 
 def _is_tf_dataset(x):

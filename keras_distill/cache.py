@@ -159,6 +159,43 @@ def check_arrays(x):
         )
 
 
+def check_finite_outputs(arrays, teacher_dtype=None):
+    """Refuses teacher outputs with NaN or inf before they are cached,
+    naming ``teacher_dtype`` when a low-precision teacher overflowed.
+
+    Example:
+    >>> check_finite_outputs([np.array([1.0, np.inf])], "float16")
+    Traceback (most recent call last):
+    ...
+    ValueError: The teacher produced non-finite outputs (NaN or inf) ... teacher_dtype='float16' overflowed; ...
+    """
+    if not all(np.all(np.isfinite(v)) for v in arrays):
+        raise ValueError(
+            "The teacher produced non-finite outputs (NaN or inf) for "
+            "some training samples: "
+            + (f"its teacher_dtype={teacher_dtype!r} overflowed; use "
+               "teacher_dtype='bfloat16' or None (float32)."
+               if teacher_dtype is not None else
+               "check the teacher and the inputs.")
+        )
+
+
+def check_stored_range(arrays):
+    """Refuses outputs that became inf when cast to the cache's dtype.
+
+    Example:
+    >>> check_stored_range([np.array([np.inf], "float16")])  # 70000 cast to float16
+    Traceback (most recent call last):
+    ...
+    ValueError: The teacher's outputs exceed float16's range (65504); use cache_dtype='float32'.
+    """
+    if not all(np.all(np.isfinite(v)) for v in arrays):
+        raise ValueError(
+            "The teacher's outputs exceed float16's range (65504); use "
+            "cache_dtype='float32'."
+        )
+
+
 class TeacherCache:
     """The teacher's outputs (and tapped features) for every sample.
 
@@ -185,26 +222,13 @@ class TeacherCache:
         check_dtype(dtype)
         raw = [np.asarray(outputs),
                *(np.asarray(v) for v in (features or {}).values())]
-        if not all(np.all(np.isfinite(v)) for v in raw):
-            raise ValueError(
-                "The teacher produced non-finite outputs (NaN or inf) for "
-                "some training samples: "
-                + (f"its teacher_dtype={teacher_dtype!r} overflowed; use "
-                   "teacher_dtype='bfloat16' or None (float32)."
-                   if teacher_dtype is not None else
-                   "check the teacher and the inputs.")
-            )
+        check_finite_outputs(raw, teacher_dtype)
         self.outputs = raw[0].astype(dtype)
         self.features = {
             key: np.asarray(value).astype(dtype)
             for key, value in (features or {}).items()
         }
-        if not all(np.all(np.isfinite(v))
-                   for v in [self.outputs, *self.features.values()]):
-            raise ValueError(
-                "The teacher's outputs exceed float16's range (65504); use "
-                "cache_dtype='float32'."
-            )
+        check_stored_range([self.outputs, *self.features.values()])
         nbytes = self.outputs.nbytes + sum(
             v.nbytes for v in self.features.values())
         self.info = {

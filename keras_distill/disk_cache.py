@@ -62,7 +62,6 @@ FEATURE_PREFIX = "features/"
 RECORD_PREFIX = "view_record/"
 # The most memory the shuffle buffer may take unless `shuffle_buffer` says.
 SHUFFLE_MEMORY = 256 * 2**20
-_TOPK_FILL = 1e4  # dropped classes sit this far below the smallest kept logit
 # What a pass in progress leaves before its first manifest: shards and temps.
 _PASS_FILE = re.compile(r"^(shard-\d{5}\.example|\..*\.kdtmp-.*)$")
 
@@ -301,44 +300,27 @@ class DiskCache:
         each view, with the views' parameters) and features."""
         inputs = keras.tree.map_structure(to_numpy, x)
         views = distiller._views.value
-        record = {}
+        record, features = {}, {}
         if views is None:
             outputs, features = distiller._teacher_predict(inputs, _rows(x))
         else:  # (batch, K, ...): K recorded views of each sample
-            outs, records = [], []
-            for k in range(self.views):
-                view, rec = views.record(
-                    inputs, vc.view_seed(self.seed, k, batch))
-                outs.append(np.asarray(distiller._teacher_predict(
-                    to_numpy(view), _rows(x))[0], "float32"))
-                records.append(vc._flat_record(rec))
-            outputs, features = np.stack(outs, axis=1), {}
-            record = {RECORD_PREFIX + name: np.stack(
-                [r[name] for r in records], axis=1) for name in records[0]}
+            outputs, record = vc.record_views(
+                lambda view: distiller._teacher_predict(
+                    to_numpy(view), _rows(x))[0],
+                inputs, views, self.views, self.seed, batch)
         outputs = np.asarray(outputs, "float32")
-        found = [outputs, *(np.asarray(v) for v in features.values())]
-        if not all(np.all(np.isfinite(v)) for v in found):
-            raise ValueError(
-                "The teacher produced non-finite outputs (NaN or inf) for "
-                "some training samples: check the teacher and the inputs.")
+        cache.check_finite_outputs(
+            [outputs, *(np.asarray(v) for v in features.values())],
+            distiller.teacher_dtype)
         arrays = {FINGERPRINT: to_numpy(batch_fingerprints(x))}
         self.manifest.setdefault("num_classes", int(outputs.shape[-1]))
         if self.top_k is not None:
-            if not 1 <= self.top_k < outputs.shape[-1]:
-                raise ValueError(
-                    f"`top_k` must be between 1 and {outputs.shape[-1] - 1} "
-                    f"(the teacher has {outputs.shape[-1]} outputs), got "
-                    f"{self.top_k}; leave it None to keep them all.")
-            classes = np.argsort(-outputs, axis=-1)[..., :self.top_k]
-            arrays[CLASSES] = classes.astype("int32")
-            outputs = np.take_along_axis(outputs, classes, axis=-1)
+            outputs, arrays[CLASSES] = vc.top_k_rows(outputs, self.top_k)
         arrays[OUTPUTS] = outputs.astype(self.dtype)
-        arrays.update(record)
+        arrays.update({RECORD_PREFIX + k: v for k, v in record.items()})
         for key, value in features.items():
             arrays[FEATURE_PREFIX + key] = np.asarray(value).astype(self.dtype)
-        if not all(np.all(np.isfinite(v)) for v in arrays.values()):
-            raise ValueError("The teacher's outputs exceed float16's range "
-                             "(65504); use cache_dtype='float32'.")
+        cache.check_stored_range(arrays.values())
         return arrays
 
     def _start(self, arrays, batches, verbose):
@@ -530,7 +512,7 @@ def _describe(views):
 def _expand_top_k(values, classes, num_classes):
     tf = _tf()
     values = tf.cast(values, "float32")
-    fill = tf.reduce_min(values) - _TOPK_FILL
+    fill = tf.reduce_min(values) - vc.TOPK_FILL
     full = tf.fill([num_classes], fill)
     return tf.tensor_scatter_nd_update(full, classes[:, None], values)
 

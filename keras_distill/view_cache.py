@@ -32,7 +32,9 @@ from keras_distill.views import Views, one_hot_labels, soft_label_loss
 VIEW_OUTPUTS_KEY = "keras_distill_view_outputs"
 VIEW_INDEX_KEY = "keras_distill_view_classes"
 VIEW_RECORD_KEY = "keras_distill_view_record"
-_TOPK_FILL = 1e4  # dropped classes sit this far below the smallest kept logit
+# Dropped classes sit this far below the smallest kept logit (the view
+# cache's and `keras_distill.disk_cache`'s top-k outputs).
+TOPK_FILL = 1e4
 
 
 def view_seed(seed, view, batch):
@@ -209,8 +211,63 @@ def _expand_top_k(values, classes, num_classes):
     onehot = ops.one_hot(classes, num_classes)  # (batch, k, classes)
     kept = ops.sum(onehot, axis=1)
     full = ops.sum(onehot * values[..., None], axis=1)
-    fill = ops.min(values, axis=-1, keepdims=True) - _TOPK_FILL
+    fill = ops.min(values, axis=-1, keepdims=True) - TOPK_FILL
     return full + (1.0 - kept) * fill
+
+
+def top_k_rows(outputs, top_k):
+    """The ``top_k`` largest outputs along the last axis, largest first,
+    and their class ids (int32); refuses a ``top_k`` not below the number
+    of outputs.
+
+    Example:
+    >>> values, classes = top_k_rows(np.array([[0.1, 3.0, 2.0]]), 2)
+    >>> values.tolist(), classes.tolist()
+    ([[3.0, 2.0]], [[1, 2]])
+    """
+    width = outputs.shape[-1]
+    if not 1 <= top_k < width:
+        raise ValueError(
+            f"`top_k` must be between 1 and {width - 1} (the teacher has "
+            f"{width} outputs), got {top_k!r}; leave it None to keep them "
+            "all.")
+    classes = np.argsort(-outputs, axis=-1)[..., :top_k]
+    return np.take_along_axis(outputs, classes, axis=-1), classes.astype("int32")
+
+
+def record_views(teacher_fn, x, views, num_views, seed, batch):
+    """The teacher's outputs on ``num_views`` recorded views of one batch.
+
+    View ``k`` is drawn from `view_seed` ``(seed, k, batch)``.
+
+    Returns:
+        ``(outputs, record)``: float32 outputs of shape ``(samples,
+        num_views, classes)``, and per flat record entry (``"layer/key"``)
+        the views' parameters, ``(samples, num_views, ...)``.
+
+    Example:
+    >>> import numpy as np, keras
+    >>> views = Views(keras.layers.RandomFlip("horizontal"))
+    >>> x = np.random.rand(4, 4, 4, 1).astype("float32")
+    >>> out, rec = record_views(lambda v: np.asarray(v).reshape(4, -1)[:, :2],
+    ...                         x, views, 3, seed=0, batch=0)
+    >>> out.shape
+    (4, 3, 2)
+    """
+    outs, records = [], []
+    for k in range(num_views):
+        view, rec = views.record(x, view_seed(seed, k, batch))
+        out = np.asarray(teacher_fn(view), dtype="float32")
+        if not np.all(np.isfinite(out)):
+            raise ValueError(
+                "The teacher produced non-finite outputs (NaN or inf) on "
+                "augmented views: check the teacher and the augmentation's "
+                "value range.")
+        outs.append(out)
+        records.append(_flat_record(rec))
+    return np.stack(outs, axis=1), {
+        name: np.stack([r[name] for r in records], axis=1)
+        for name in records[0]}
 
 
 def build_view_cache(teacher_fn, x, views, num_views, seed=0, batch_size=256,
@@ -259,44 +316,31 @@ def build_view_cache(teacher_fn, x, views, num_views, seed=0, batch_size=256,
     batches = -(-n // batch_size)
     progress = None if verbose == 0 else keras.utils.Progbar(
         num_views * batches, unit_name="batch")
-    outputs = classes = None
-    record = None
-    for k in range(num_views):
-        for j in range(batches):
-            rows = slice(j * batch_size, min(n, (j + 1) * batch_size))
-            view, rec = views.record(x[rows], view_seed(seed, k, j))
-            out = np.asarray(teacher_fn(view), dtype="float32")
-            if not np.all(np.isfinite(out)):
-                raise ValueError(
-                    "The teacher produced non-finite outputs (NaN or inf) on "
-                    "augmented views: check the teacher and the augmentation's "
-                    "value range.")
-            if outputs is None:
-                width = top_k or out.shape[-1]
-                if top_k is not None and not 1 <= top_k < out.shape[-1]:
-                    raise ValueError(
-                        f"`top_k` must be between 1 and {out.shape[-1] - 1} "
-                        f"(the teacher has {out.shape[-1]} outputs), got "
-                        f"{top_k!r}; leave it None to keep them all.")
-                num_classes = out.shape[-1]
-                outputs = np.zeros((n, num_views, width), dtype)
-                if top_k is not None:
-                    classes = np.zeros((n, num_views, top_k), "int32")
-                record = [{key: np.zeros((n, num_views) + v.shape[1:], v.dtype)
-                           for key, v in layer.items()} for layer in rec]
+    outputs = classes = record = None
+    for j in range(batches):
+        rows = slice(j * batch_size, min(n, (j + 1) * batch_size))
+        out, rec = record_views(teacher_fn, x[rows], views, num_views, seed, j)
+        if outputs is None:
+            num_classes = out.shape[-1]
+        if top_k is not None:
+            out, kept = top_k_rows(out, top_k)
+        if outputs is None:
+            outputs = np.zeros((n,) + out.shape[1:], dtype)
             if top_k is not None:
-                idx = np.argsort(-out, axis=-1)[:, :top_k]
-                classes[rows, k] = idx
-                out = np.take_along_axis(out, idx, axis=-1)
-            outputs[rows, k] = out.astype(dtype)
-            for stored, layer in zip(record, rec):
-                for key, value in layer.items():
-                    stored[key][rows, k] = value
-            if progress is not None:
-                progress.add(1)
+                classes = np.zeros((n,) + kept.shape[1:], "int32")
+            record = {name: np.zeros((n,) + v.shape[1:], v.dtype)
+                      for name, v in rec.items()}
+        outputs[rows] = out.astype(dtype)
+        if top_k is not None:
+            classes[rows] = kept
+        for name, value in rec.items():
+            record[name][rows] = value
+        if progress is not None:
+            progress.add(num_views)
     if not np.all(np.isfinite(outputs)):
         raise ValueError("The teacher's outputs overflow float16 on some "
                          "views; use cache_dtype='float32'.")
+    record = _unflat_record(record, len(views.layers))
     return ViewCache(views, outputs, record, seed=seed, classes=classes,
                      num_classes=num_classes, dtype=dtype)
 
