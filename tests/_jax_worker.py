@@ -28,30 +28,12 @@ import traceback
 if __name__ == "__main__":  # never in a process that imports this file
     os.environ["KERAS_BACKEND"] = "jax"
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-N, FEATURES, CLASSES = 256, 8, 3
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _multiprocess import FEATURES, CLASSES, fixed_weights, make_data  # noqa: E402
 GLOBAL_BATCH = 32
 EPOCHS = 2
 NPROC = 2
 DISK_SHARD = 64  # samples per shard of the disk cases: 4 shards
-
-
-def make_data():
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(N, FEATURES)).astype("float32")
-    w = rng.normal(size=(FEATURES, CLASSES)).astype("float32")
-    y = np.argmax(x @ w + 0.5 * rng.normal(size=(N, CLASSES)), axis=1)
-    return x, y.astype("int32")
-
-
-def fixed_weights(model, seed):
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    return [(0.5 * rng.normal(size=w.shape)).astype("float32")
-            for w in model.get_weights()]
 
 
 def build(keras, role):

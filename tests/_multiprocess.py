@@ -24,6 +24,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The workers' problem: 256 samples of 8 features, 3 classes (`make_data`).
+N, FEATURES, CLASSES = 256, 8, 3
 
 
 @dataclasses.dataclass
@@ -213,3 +215,32 @@ def report(results):
         if tail:
             lines.append("  " + tail.replace("\n", "\n  "))
     return "\n".join(lines)
+
+
+# --------------------------------------------------- the workers' problem
+def make_data():
+    """256 samples of 8 features and their labels, 3 classes, from seed 0
+    (the scale-out probe's set-up, bench/probes/scaleout/).
+
+    Example:
+    >>> x, y = make_data()
+    >>> x.shape, sorted(set(y.tolist()))
+    ((256, 8), [0, 1, 2])
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N, FEATURES)).astype("float32")
+    w = rng.normal(size=(FEATURES, CLASSES)).astype("float32")
+    y = np.argmax(x @ w + 0.5 * rng.normal(size=(N, CLASSES)), axis=1)
+    return x, y.astype("int32")
+
+
+def fixed_weights(model, seed):
+    """Weights for ``model`` drawn from ``seed`` (the same in every process
+    and on every Keras flavour), for ``model.set_weights``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [(0.5 * rng.normal(size=w.shape)).astype("float32")
+            for w in model.get_weights()]

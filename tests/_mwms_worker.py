@@ -28,35 +28,33 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _multiprocess import write_json  # noqa: E402
+from _multiprocess import (  # noqa: E402
+    CLASSES, FEATURES, fixed_weights, make_data, write_json)
 
-N, FEATURES, CLASSES, GLOBAL_BATCH = 256, 8, 3, 32
-
-
-def make_data():
-    """256 samples of 8 features and their labels, 3 classes, from seed 0."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(N, FEATURES)).astype("float32")
-    w = rng.normal(size=(FEATURES, CLASSES)).astype("float32")
-    y = np.argmax(x @ w + 0.5 * rng.normal(size=(N, CLASSES)), axis=1)
-    return x, y.astype("int32")
+GLOBAL_BATCH = 32
 
 
 def make_model(tf_keras, name, hidden, seed):
     """A Dense(hidden, relu) -> Dense(3) model with weights from ``seed``."""
-    import numpy as np
-
     model = tf_keras.Sequential([
         tf_keras.layers.Dense(hidden, activation="relu", input_shape=(FEATURES,),
                               name=f"{name}_hidden"),
         tf_keras.layers.Dense(CLASSES, name=f"{name}_logits"),
     ], name=name)
-    rng = np.random.default_rng(seed)
-    model.set_weights([(0.5 * rng.normal(size=w.shape)).astype("float32")
-                       for w in model.get_weights()])
+    model.set_weights(fixed_weights(model, seed))
     return model
+
+
+def compiled_distiller(tf_keras, distiller_class, teacher):
+    """The student built and the distiller compiled (in the open scope)."""
+    student = make_model(tf_keras, "student", 8, seed=2)
+    distiller = distiller_class(student, teacher)
+    distiller.compile(
+        optimizer=tf_keras.optimizers.Adam(learning_rate=0.01),
+        student_loss_fn=tf_keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True),
+        alpha=0.3, temperature=2.0)
+    return distiller, student
 
 
 def _lists(arrays):
@@ -95,14 +93,8 @@ def train(args, result):
     with strategy.scope():
         if not args.teacher_outside:
             teacher = make_model(tf_keras, "teacher", 16, seed=1)
-        student = make_model(tf_keras, "student", 8, seed=2)
         teacher_before = teacher.get_weights()
-        distiller = Distiller(student, teacher)
-        distiller.compile(
-            optimizer=tf_keras.optimizers.Adam(learning_rate=0.01),
-            student_loss_fn=tf_keras.losses.SparseCategoricalCrossentropy(
-                from_logits=True),
-            alpha=0.3, temperature=2.0)
+        distiller, student = compiled_distiller(tf_keras, Distiller, teacher)
     result["teacher_swapped"] = distiller.teacher is not teacher
     result["student_before_fit"] = _lists(student.get_weights())
 
@@ -166,14 +158,8 @@ def fit_disk_cache(args, strategy, x, y):
     start = time.time()
     with strategy.scope():
         teacher = make_model(tf_keras, "teacher", 16, seed=1)
-        student = make_model(tf_keras, "student", 8, seed=2)
         teacher_before = teacher.get_weights()
-        distiller = Distiller(student, teacher)
-        distiller.compile(
-            optimizer=tf_keras.optimizers.Adam(learning_rate=0.01),
-            student_loss_fn=tf_keras.losses.SparseCategoricalCrossentropy(
-                from_logits=True),
-            alpha=0.3, temperature=2.0)
+        distiller, student = compiled_distiller(tf_keras, Distiller, teacher)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
     history = distiller.fit(
         dataset, epochs=args.epochs, shuffle=False, verbose=0,
