@@ -399,7 +399,8 @@ class DiskCache:
 
     def check_order(self, dataset):
         """Refuses a dataset whose first batch is not the one cached (it is
-        shuffled or randomly augmented before ``fit``).
+        shuffled or randomly augmented before ``fit``); returns that
+        batch's number of samples (`stream`'s batch size).
 
         Example:
         >>> import tempfile, numpy as np, keras, tensorflow as tf
@@ -421,12 +422,14 @@ class DiskCache:
         stored = next(iter(self._stored().batch(len(now)).take(1)))
         if not np.array_equal(now, to_numpy(stored[FINGERPRINT])):
             raise ValueError(_ORDER_ERROR)
+        return len(now)
 
-    def stream(self, dataset, shuffle=True, seed=None):
+    def stream(self, dataset, shuffle=True, seed=None, batch_rows=None):
         """The dataset for ``fit``: each sample's inputs packed with its
         stored teacher outputs (``keras_distill.cache.split`` takes them
         apart), shuffled together in a bounded buffer, rebatched to the
-        dataset's batch size.
+        dataset's batch size (``batch_rows``, if known: the rows of its
+        first batch).
 
         Example:
         >>> import tempfile, numpy as np, keras, tensorflow as tf
@@ -444,8 +447,8 @@ class DiskCache:
         tf = _tf()
         spec = _split_element(dataset.element_spec)[0]
         batch_dim = tf.nest.flatten(spec)[0].shape[0]
-        first = next(iter(dataset.take(1)))
-        batch_rows = _rows(_split_element(first)[0])
+        if batch_rows is None:
+            batch_rows = _rows(_split_element(next(iter(dataset.take(1))))[0])
         top_k = self.top_k
         num_classes = self.manifest["num_classes"]
         views = self.manifest.get("views")
@@ -546,6 +549,6 @@ def prepare_fit(distiller, x, disk, shuffle, verbose):
     `check_dataset`): builds (or reuses) it, checks the dataset's order,
     sets ``teacher_cache_info`` and returns the stream to train on."""
     disk.build(distiller, x, verbose=verbose)
-    disk.check_order(x)
+    batch_rows = disk.check_order(x)  # its first batch, read once
     distiller.teacher_cache_info = disk.info
-    return disk.stream(x, shuffle=shuffle)
+    return disk.stream(x, shuffle=shuffle, batch_rows=batch_rows)
